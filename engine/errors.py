@@ -1,0 +1,137 @@
+"""The engine's error tree. Only `engine.frontend` maps these to gRPC statuses.
+
+EngineError
+├── ServiceError                  errors a client sees, one per Cadence typed error
+│   ├── BadRequestError           a malformed or illegal request (INVALID_ARGUMENT)
+│   ├── EntityNotExistsError      unknown domain, run, task token (NOT_FOUND)
+│   ├── WorkflowExecutionAlreadyCompletedError
+│   ├── WorkflowExecutionAlreadyStartedError (carries start_request_id, run_id)
+│   ├── DomainAlreadyExistsError
+│   ├── CancellationAlreadyRequestedError
+│   ├── QueryFailedError
+│   ├── LimitExceededError
+│   ├── ServiceBusyError          retryable
+│   └── InternalServiceError      retryable
+└── PersistenceError              raised by stores, never shown to a client as-is
+    ├── ShardOwnershipLostError   the shard's range_id moved on: a stale owner must stop
+    └── ConditionFailedError      an optimistic check (next_event_id, current run) failed
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ServiceError(EngineError):
+    """An error with a Cadence wire shape; `kind` names the typed error in `error.proto`."""
+
+    kind: ClassVar[str] = "InternalServiceError"
+
+
+class BadRequestError(ServiceError):
+    kind = "BadRequestError"
+
+
+class EntityNotExistsError(ServiceError):
+    kind = "EntityNotExistsError"
+
+
+class WorkflowExecutionAlreadyCompletedError(ServiceError):
+    kind = "WorkflowExecutionAlreadyCompletedError"
+
+
+class WorkflowExecutionAlreadyStartedError(ServiceError):
+    kind = "WorkflowExecutionAlreadyStartedError"
+
+    def __init__(self, message: str, start_request_id: str = "", run_id: str = "") -> None:
+        super().__init__(message)
+        self.start_request_id = start_request_id
+        self.run_id = run_id
+
+
+class DomainAlreadyExistsError(ServiceError):
+    kind = "DomainAlreadyExistsError"
+
+
+class CancellationAlreadyRequestedError(ServiceError):
+    kind = "CancellationAlreadyRequestedError"
+
+
+class QueryFailedError(ServiceError):
+    kind = "QueryFailedError"
+
+
+class LimitExceededError(ServiceError):
+    kind = "LimitExceededError"
+
+
+class ServiceBusyError(ServiceError):
+    kind = "ServiceBusyError"
+    retryable = True
+
+
+class InternalServiceError(ServiceError):
+    kind = "InternalServiceError"
+    retryable = True
+
+
+class PersistenceError(EngineError):
+    """A store failed; adapters translate driver exceptions into this tree."""
+
+    retryable = True
+
+
+class ShardOwnershipLostError(PersistenceError):
+    retryable = False
+
+    def __init__(self, shard_id: int, message: str = "") -> None:
+        super().__init__(message or f"shard {shard_id} ownership lost")
+        self.shard_id = shard_id
+
+
+class ConditionFailedError(PersistenceError):
+    retryable = False
+
+
+_BY_KIND: dict[str, type[ServiceError]] = {
+    cls.kind: cls
+    for cls in (
+        BadRequestError,
+        EntityNotExistsError,
+        WorkflowExecutionAlreadyCompletedError,
+        WorkflowExecutionAlreadyStartedError,
+        DomainAlreadyExistsError,
+        CancellationAlreadyRequestedError,
+        QueryFailedError,
+        LimitExceededError,
+        ServiceBusyError,
+        InternalServiceError,
+    )
+}
+
+
+def error_from_kind(kind: str, message: str, **fields: str) -> ServiceError:
+    """Rebuild a ServiceError that crossed a process boundary as (kind, message, fields)."""
+    cls = _BY_KIND.get(kind, InternalServiceError)
+    if cls is WorkflowExecutionAlreadyStartedError:
+        return WorkflowExecutionAlreadyStartedError(
+            message, fields.get("start_request_id", ""), fields.get("run_id", "")
+        )
+    return cls(message)
+
+
+def error_fields(err: ServiceError) -> dict[str, str]:
+    """The extra fields of an error, for carrying it across a process boundary."""
+    if isinstance(err, WorkflowExecutionAlreadyStartedError):
+        return {"start_request_id": err.start_request_id, "run_id": err.run_id}
+    return {}

@@ -1,0 +1,745 @@
+"""Decision tasks: start, complete (applying each decision), fail, and time out.
+
+RespondDecisionTaskCompleted is all-or-nothing: an invalid decision fails the whole task with
+DecisionTaskFailed(cause) and none of the other decisions' events are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cadence.api.v1 import (
+    common_pb2,
+    decision_pb2,
+    history_pb2,
+    service_worker_pb2,
+    tasklist_pb2,
+    workflow_pb2,
+)
+
+from engine.errors import EntityNotExistsError
+from engine.execution import activities
+from engine.execution.mutation import RunMutation
+from engine.execution.protos import NS, dur, payload, retry_from_proto, secs
+from engine.execution.starts import (
+    CLOSE_CANCELED,
+    CLOSE_COMPLETED,
+    CLOSE_FAILED,
+    CLOSE_TIMED_OUT,
+    RunCreator,
+    StartParams,
+    close_run,
+    continue_as_new,
+    cron_backoff_s,
+    params_for_next_run,
+    retry_or_cron_after_failure,
+)
+from engine.model.state import (
+    EMPTY_EVENT_ID,
+    ActivityInfo,
+    ChildInfo,
+    DecisionInfo,
+    ExternalRequestInfo,
+    TimerInfo,
+)
+from engine.model.tasks import TimerKind, TimerTask, TransferKind
+
+MAX_BLOB = 2 * 1024 * 1024
+
+
+class DecisionFailure(Exception):
+    def __init__(self, cause: int, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.message = message
+
+
+@dataclass
+class DecisionEnv:
+    """What decision handling needs from outside the run."""
+
+    runs: RunCreator
+    new_run_id: Callable[[], str]
+    allowed_search_attributes: frozenset[str]
+
+
+def _fail(cause: int, message: str) -> DecisionFailure:
+    return DecisionFailure(cause, message)
+
+
+def record_started(
+    m: RunMutation, schedule_id: int, attempt: int, request_id: str, identity: str
+) -> DecisionInfo:
+    st = m.state
+    d = st.decision
+    if not st.is_open or d is None or d.schedule_id != schedule_id or d.attempt != attempt:
+        raise EntityNotExistsError("Decision task not found.")
+    if d.started_id != EMPTY_EVENT_ID:
+        if d.request_id == request_id:
+            return d
+        raise EntityNotExistsError("Decision task already started.")
+    d.request_id = request_id
+    d.identity = identity
+    d.started_ns = m.now_ns
+    if attempt == 0:
+        event = m.add_event(
+            "decision_task_started_event_attributes",
+            history_pb2.DecisionTaskStartedEventAttributes(
+                scheduled_event_id=schedule_id, identity=identity, request_id=request_id
+            ),
+        )
+        d.started_id = event.event_id
+    else:
+        d.started_id = schedule_id + 1
+    m.timer_task(
+        TimerKind.DECISION_TIMEOUT,
+        d.timeout_s,
+        event_id=schedule_id,
+        attempt=attempt,
+        timeout_type=workflow_pb2.TIMEOUT_TYPE_START_TO_CLOSE,
+    )
+    return d
+
+
+def _started_decision(m: RunMutation, schedule_id: int, attempt: int) -> DecisionInfo:
+    st = m.state
+    d = st.decision
+    if (
+        not st.is_open
+        or d is None
+        or d.schedule_id != schedule_id
+        or d.attempt != attempt
+        or d.started_id == EMPTY_EVENT_ID
+    ):
+        raise EntityNotExistsError("Decision task not found.")
+    return d
+
+
+def _persist_transient(m: RunMutation, d: DecisionInfo) -> None:
+    """A transient decision's Scheduled/Started events become real when it finishes."""
+    if d.attempt == 0:
+        return
+    m.add_event(
+        "decision_task_scheduled_event_attributes",
+        history_pb2.DecisionTaskScheduledEventAttributes(
+            task_list=tasklist_pb2.TaskList(name=d.task_list),
+            start_to_close_timeout=dur(d.timeout_s),
+            attempt=d.attempt,
+        ),
+    )
+    m.add_event(
+        "decision_task_started_event_attributes",
+        history_pb2.DecisionTaskStartedEventAttributes(
+            scheduled_event_id=d.schedule_id, identity=d.identity, request_id=d.request_id
+        ),
+    )
+
+
+def _fail_decision(
+    m: RunMutation, d: DecisionInfo, cause: int, message: str, identity: str, checksum: str = ""
+) -> None:
+    """DecisionTaskFailed (written for attempt 0 only), then a transient retry at once."""
+    st = m.state
+    if d.attempt == 0:
+        m.add_event(
+            "decision_task_failed_event_attributes",
+            history_pb2.DecisionTaskFailedEventAttributes(
+                scheduled_event_id=d.schedule_id,
+                started_event_id=d.started_id,
+                cause=cause,  # type: ignore[arg-type]
+                failure=common_pb2.Failure(reason=message[:1000]),
+                identity=identity,
+                binary_checksum=checksum,
+                request_id=d.request_id,
+            ),
+        )
+    st.decision = None
+    if m.flush_buffered():
+        m.schedule_decision(0)
+    else:
+        m.schedule_decision(d.attempt + 1)
+
+
+def respond_failed(
+    m: RunMutation,
+    schedule_id: int,
+    attempt: int,
+    request: service_worker_pb2.RespondDecisionTaskFailedRequest,
+) -> None:
+    d = _started_decision(m, schedule_id, attempt)
+    message = request.details.data.decode("utf-8", "replace") if request.HasField("details") else ""
+    _fail_decision(m, d, request.cause, message, request.identity, request.binary_checksum)
+
+
+def on_timeout_timer(m: RunMutation, task: TimerTask) -> None:
+    st = m.state
+    d = st.decision
+    if (
+        not st.is_open
+        or d is None
+        or d.schedule_id != task.event_id
+        or d.attempt != task.attempt
+        or d.started_id == EMPTY_EVENT_ID
+    ):
+        return
+    if d.attempt == 0:
+        m.add_event(
+            "decision_task_timed_out_event_attributes",
+            history_pb2.DecisionTaskTimedOutEventAttributes(
+                scheduled_event_id=d.schedule_id,
+                started_event_id=d.started_id,
+                timeout_type=workflow_pb2.TIMEOUT_TYPE_START_TO_CLOSE,
+                cause=workflow_pb2.DECISION_TASK_TIMED_OUT_CAUSE_TIMEOUT,
+            ),
+        )
+    st.decision = None
+    if m.flush_buffered():
+        m.schedule_decision(0)
+    else:
+        m.schedule_decision(d.attempt + 1)
+
+
+def respond_completed(
+    m: RunMutation,
+    env: DecisionEnv,
+    schedule_id: int,
+    attempt: int,
+    request: service_worker_pb2.RespondDecisionTaskCompletedRequest,
+) -> None:
+    d = _started_decision(m, schedule_id, attempt)
+    st = m.state
+    had_buffered = bool(st.buffered)
+    m.checkpoint()
+    try:
+        _persist_transient(m, d)
+        completed = m.add_event(
+            "decision_task_completed_event_attributes",
+            history_pb2.DecisionTaskCompletedEventAttributes(
+                scheduled_event_id=d.schedule_id,
+                started_event_id=d.started_id,
+                identity=request.identity,
+                binary_checksum=request.binary_checksum,
+                execution_context=request.execution_context,
+            ),
+        )
+        st = m.state
+        st.decision = None
+        st.last_processed_event = d.started_id
+        st.completed_decisions += 1
+        applier = _Applier(m, env, completed.event_id, had_buffered)
+        for decision in request.decisions:
+            if not m.state.is_open:
+                if _is_close(decision):
+                    continue  # a second close decision is ignored
+                raise _fail(
+                    workflow_pb2.DECISION_TASK_FAILED_CAUSE_UNHANDLED_DECISION,
+                    "decision after the workflow closed",
+                )
+            applier.apply(decision)
+    except DecisionFailure as failure:
+        m.rollback()
+        _fail_decision(
+            m, d, failure.cause, failure.message, request.identity, request.binary_checksum
+        )
+        return
+    st = m.state
+    if not st.is_open:
+        return
+    woke = m.flush_buffered()
+    if woke or request.force_create_new_decision_task or applier.needs_decision:
+        m.schedule_decision()
+
+
+def _is_close(decision: decision_pb2.Decision) -> bool:
+    return decision.WhichOneof("attributes") in (
+        "complete_workflow_execution_decision_attributes",
+        "fail_workflow_execution_decision_attributes",
+        "cancel_workflow_execution_decision_attributes",
+        "continue_as_new_workflow_execution_decision_attributes",
+    )
+
+
+def _check_blob(data: bytes, cause: int, what: str) -> None:
+    if len(data) > MAX_BLOB:
+        raise _fail(cause, f"{what} exceeds size limit")
+
+
+class _Applier:
+    """Applies one decision list in order on the run; raises DecisionFailure to fail it."""
+
+    def __init__(self, m: RunMutation, env: DecisionEnv, dtc: int, had_buffered: bool) -> None:
+        self.m = m
+        self.env = env
+        self.dtc = dtc
+        self.had_buffered = had_buffered
+        self.needs_decision = False
+
+    def apply(self, decision: decision_pb2.Decision) -> None:
+        field = decision.WhichOneof("attributes")
+        if field is None:
+            raise _fail(
+                workflow_pb2.DECISION_TASK_FAILED_CAUSE_UNHANDLED_DECISION,
+                "decision has no attributes",
+            )
+        getattr(self, "_" + field.removesuffix("_decision_attributes"))(getattr(decision, field))
+
+    # -- activities ----------------------------------------------------------------------
+
+    def _schedule_activity_task(
+        self, a: decision_pb2.ScheduleActivityTaskDecisionAttributes
+    ) -> None:
+        bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_SCHEDULE_ACTIVITY_ATTRIBUTES
+        st = self.m.state
+        if not a.activity_id:
+            raise _fail(bad, "ActivityId is not set on decision.")
+        if not a.activity_type.name:
+            raise _fail(bad, "ActivityType is not set on decision.")
+        if st.activity_by_id(a.activity_id) is not None:
+            raise _fail(
+                workflow_pb2.DECISION_TASK_FAILED_CAUSE_SCHEDULE_ACTIVITY_DUPLICATE_ID,
+                f"Activity with ID {a.activity_id} already pending.",
+            )
+        _check_blob(a.input.data, bad, "ActivityTaskInput")
+        timeouts = [
+            secs(a.schedule_to_close_timeout),
+            secs(a.schedule_to_start_timeout),
+            secs(a.start_to_close_timeout),
+            secs(a.heartbeat_timeout),
+        ]
+        if any(t < 0 for t in timeouts):
+            raise _fail(bad, "A valid timeout may not be negative.")
+        cap = st.execution_timeout_s
+        s2c, s2s, st2c, hb = (min(t, cap) for t in timeouts)
+        if s2c > 0:
+            s2s = min(s2s, s2c) if s2s > 0 else s2c
+            st2c = min(st2c, s2c) if st2c > 0 else s2c
+        elif s2s > 0 and st2c > 0:
+            s2c = min(s2s + st2c, cap)
+        else:
+            raise _fail(bad, "A valid ScheduleToCloseTimeout is not set on decision.")
+        retry = None
+        if a.HasField("retry_policy"):
+            retry = retry_from_proto(a.retry_policy)
+            if (
+                retry.initial_interval_s <= 0
+                or retry.backoff_coefficient < 1
+                or (retry.maximum_attempts == 0 and retry.expiration_s == 0)
+            ):
+                raise _fail(bad, "Invalid RetryPolicy on decision.")
+        event = self.m.add_event(
+            "activity_task_scheduled_event_attributes",
+            history_pb2.ActivityTaskScheduledEventAttributes(
+                activity_id=a.activity_id,
+                activity_type=a.activity_type,
+                domain=a.domain,
+                task_list=tasklist_pb2.TaskList(name=a.task_list.name or st.task_list),
+                input=a.input if a.HasField("input") else None,
+                schedule_to_close_timeout=dur(s2c),
+                schedule_to_start_timeout=dur(s2s),
+                start_to_close_timeout=dur(st2c),
+                heartbeat_timeout=dur(hb),
+                decision_task_completed_event_id=self.dtc,
+                retry_policy=a.retry_policy if a.HasField("retry_policy") else None,
+                header=a.header if a.HasField("header") else None,
+            ),
+        )
+        now = self.m.now_ns
+        info = ActivityInfo(
+            schedule_id=event.event_id,
+            activity_id=a.activity_id,
+            activity_type=a.activity_type.name,
+            task_list=a.task_list.name or st.task_list,
+            input=a.input.data if a.HasField("input") else None,
+            header=a.header.SerializeToString() if a.HasField("header") else b"",
+            scheduled_ns=now,
+            first_scheduled_ns=now,
+            schedule_to_start_s=s2s,
+            schedule_to_close_s=s2c,
+            start_to_close_s=st2c,
+            heartbeat_s=hb,
+            retry=retry,
+            expiration_ns=(now + retry.expiration_s * NS) if retry and retry.expiration_s else 0,
+        )
+        st.activities[info.schedule_id] = info
+        activities.arm_schedule_timers(self.m, info)
+
+    def _request_cancel_activity_task(
+        self, a: decision_pb2.RequestCancelActivityTaskDecisionAttributes
+    ) -> None:
+        st = self.m.state
+        info = st.activity_by_id(a.activity_id) if a.activity_id else None
+        if info is None:
+            self.m.add_event(
+                "request_cancel_activity_task_failed_event_attributes",
+                history_pb2.RequestCancelActivityTaskFailedEventAttributes(
+                    activity_id=a.activity_id,
+                    cause="ACTIVITY_ID_UNKNOWN",
+                    decision_task_completed_event_id=self.dtc,
+                ),
+            )
+            return
+        event = self.m.add_event(
+            "activity_task_cancel_requested_event_attributes",
+            history_pb2.ActivityTaskCancelRequestedEventAttributes(
+                activity_id=a.activity_id, decision_task_completed_event_id=self.dtc
+            ),
+        )
+        info.cancel_requested = True
+        info.cancel_request_event_id = event.event_id
+        if not info.is_started:
+            del st.activities[info.schedule_id]
+            self.m.add_event(
+                "activity_task_canceled_event_attributes",
+                history_pb2.ActivityTaskCanceledEventAttributes(
+                    latest_cancel_requested_event_id=event.event_id,
+                    scheduled_event_id=info.schedule_id,
+                    started_event_id=EMPTY_EVENT_ID,
+                ),
+            )
+            self.needs_decision = True
+
+    # -- timers --------------------------------------------------------------------------
+
+    def _start_timer(self, a: decision_pb2.StartTimerDecisionAttributes) -> None:
+        bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES
+        st = self.m.state
+        if not a.timer_id:
+            raise _fail(bad, "TimerId is not set on decision.")
+        fire_s = secs(a.start_to_fire_timeout)
+        if fire_s <= 0:
+            raise _fail(bad, "A valid StartToFireTimeout is not set on decision.")
+        if a.timer_id in st.timers:
+            raise _fail(
+                workflow_pb2.DECISION_TASK_FAILED_CAUSE_START_TIMER_DUPLICATE_ID,
+                f"Timer with ID {a.timer_id} already started.",
+            )
+        event = self.m.add_event(
+            "timer_started_event_attributes",
+            history_pb2.TimerStartedEventAttributes(
+                timer_id=a.timer_id,
+                start_to_fire_timeout=dur(fire_s),
+                decision_task_completed_event_id=self.dtc,
+            ),
+        )
+        st.timers[a.timer_id] = TimerInfo(a.timer_id, event.event_id, self.m.now_ns + fire_s * NS)
+        self.m.timer_task(
+            TimerKind.USER_TIMER, fire_s, timer_id=a.timer_id, event_id=event.event_id
+        )
+
+    def _cancel_timer(self, a: decision_pb2.CancelTimerDecisionAttributes) -> None:
+        st = self.m.state
+        info = st.timers.pop(a.timer_id, None)
+        if info is None:
+            self.m.add_event(
+                "cancel_timer_failed_event_attributes",
+                history_pb2.CancelTimerFailedEventAttributes(
+                    timer_id=a.timer_id,
+                    cause="TIMER_ID_UNKNOWN",
+                    decision_task_completed_event_id=self.dtc,
+                ),
+            )
+            return
+        self.m.add_event(
+            "timer_canceled_event_attributes",
+            history_pb2.TimerCanceledEventAttributes(
+                timer_id=a.timer_id,
+                started_event_id=info.started_id,
+                decision_task_completed_event_id=self.dtc,
+            ),
+        )
+
+    # -- closing -------------------------------------------------------------------------
+
+    def _check_unhandled(self) -> None:
+        if self.had_buffered:
+            raise _fail(
+                workflow_pb2.DECISION_TASK_FAILED_CAUSE_UNHANDLED_DECISION,
+                "Workflow has unhandled events; close decision rejected.",
+            )
+
+    def _complete_workflow_execution(
+        self, a: decision_pb2.CompleteWorkflowExecutionDecisionAttributes
+    ) -> None:
+        self._check_unhandled()
+        _check_blob(
+            a.result.data,
+            workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_COMPLETE_WORKFLOW_EXECUTION_ATTRIBUTES,
+            "CompleteWorkflowExecutionDecisionAttributes.Result",
+        )
+        st = self.m.state
+        if st.cron_schedule:
+            st.last_completion_result = a.result.data if a.HasField("result") else None
+            params = params_for_next_run(st)
+            params.first_backoff_s = cron_backoff_s(st.cron_schedule, self.m.now_ns)
+            params.last_completion_result = st.last_completion_result
+            continue_as_new(
+                self.env.runs,
+                self.m,
+                params,
+                new_run_id=self.env.new_run_id(),
+                initiator=workflow_pb2.CONTINUE_AS_NEW_INITIATOR_CRON_SCHEDULE,
+                dtc_event_id=self.dtc,
+            )
+            return
+        close_run(
+            self.m,
+            CLOSE_COMPLETED,
+            "workflow_execution_completed_event_attributes",
+            history_pb2.WorkflowExecutionCompletedEventAttributes(
+                result=a.result if a.HasField("result") else None,
+                decision_task_completed_event_id=self.dtc,
+            ),
+        )
+
+    def _fail_workflow_execution(
+        self, a: decision_pb2.FailWorkflowExecutionDecisionAttributes
+    ) -> None:
+        self._check_unhandled()
+        st = self.m.state
+        if st.cancel_requested:
+            self._close_canceled(a.failure.details)
+            return
+        if retry_or_cron_after_failure(
+            self.env.runs, self.m, a.failure.reason, a.failure, self.env.new_run_id(), self.dtc
+        ):
+            return
+        close_run(
+            self.m,
+            CLOSE_FAILED,
+            "workflow_execution_failed_event_attributes",
+            history_pb2.WorkflowExecutionFailedEventAttributes(
+                failure=a.failure, decision_task_completed_event_id=self.dtc
+            ),
+        )
+
+    def _cancel_workflow_execution(
+        self, a: decision_pb2.CancelWorkflowExecutionDecisionAttributes
+    ) -> None:
+        self._check_unhandled()
+        self._close_canceled(a.details.data if a.HasField("details") else None)
+
+    def _close_canceled(self, details: bytes | None) -> None:
+        close_run(
+            self.m,
+            CLOSE_CANCELED,
+            "workflow_execution_canceled_event_attributes",
+            history_pb2.WorkflowExecutionCanceledEventAttributes(
+                decision_task_completed_event_id=self.dtc, details=payload(details)
+            ),
+        )
+
+    def _continue_as_new_workflow_execution(
+        self, a: decision_pb2.ContinueAsNewWorkflowExecutionDecisionAttributes
+    ) -> None:
+        self._check_unhandled()
+        bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES
+        st = self.m.state
+        _check_blob(a.input.data, bad, "ContinueAsNew input")
+        exec_s = secs(a.execution_start_to_close_timeout) or st.execution_timeout_s
+        task_s = secs(a.task_start_to_close_timeout) or st.task_timeout_s
+        if exec_s < 0 or task_s < 0 or secs(a.backoff_start_interval) < 0:
+            raise _fail(bad, "ContinueAsNew timeouts may not be negative.")
+        retry = retry_from_proto(a.retry_policy) if a.HasField("retry_policy") else st.retry
+        params = StartParams(
+            domain_id=st.domain_id,
+            domain_name=st.domain_name,
+            workflow_id=st.workflow_id,
+            workflow_type=a.workflow_type.name or st.workflow_type,
+            task_list=a.task_list.name or st.task_list,
+            execution_timeout_s=exec_s,
+            task_timeout_s=min(task_s, exec_s, 240),
+            request_id=st.create_request_id,
+            input=a.input.data if a.HasField("input") else None,
+            retry=retry,
+            cron_schedule=a.cron_schedule or st.cron_schedule,
+            memo=a.memo.SerializeToString() if a.HasField("memo") else st.memo,
+            search_attributes=(
+                {k: v.data for k, v in a.search_attributes.indexed_fields.items()}
+                if a.HasField("search_attributes")
+                else dict(st.search_attributes)
+            ),
+            header=a.header.SerializeToString() if a.HasField("header") else st.header,
+            first_backoff_s=secs(a.backoff_start_interval),
+            last_completion_result=(
+                a.last_completion_result.data if a.HasField("last_completion_result") else None
+            ),
+        )
+        continue_as_new(
+            self.env.runs,
+            self.m,
+            params,
+            new_run_id=self.env.new_run_id(),
+            initiator=workflow_pb2.CONTINUE_AS_NEW_INITIATOR_DECIDER,
+            dtc_event_id=self.dtc,
+        )
+
+    # -- markers, search attributes -------------------------------------------------------
+
+    def _record_marker(self, a: decision_pb2.RecordMarkerDecisionAttributes) -> None:
+        bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_RECORD_MARKER_ATTRIBUTES
+        if not a.marker_name:
+            raise _fail(bad, "MarkerName is not set on decision.")
+        _check_blob(a.details.data, bad, "Marker details")
+        self.m.add_event(
+            "marker_recorded_event_attributes",
+            history_pb2.MarkerRecordedEventAttributes(
+                marker_name=a.marker_name,
+                details=a.details if a.HasField("details") else None,
+                decision_task_completed_event_id=self.dtc,
+                header=a.header if a.HasField("header") else None,
+            ),
+        )
+
+    def _upsert_workflow_search_attributes(
+        self, a: decision_pb2.UpsertWorkflowSearchAttributesDecisionAttributes
+    ) -> None:
+        bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_SEARCH_ATTRIBUTES
+        fields = a.search_attributes.indexed_fields
+        if not fields:
+            raise _fail(bad, "SearchAttributes is not set on decision.")
+        for key, value in fields.items():
+            if key not in self.env.allowed_search_attributes:
+                raise _fail(bad, f"{key} is not a valid search attribute key.")
+            _check_blob(value.data, bad, f"Search attribute {key}")
+        st = self.m.state
+        for key, value in fields.items():
+            st.search_attributes[key] = value.data
+        self.m.add_event(
+            "upsert_workflow_search_attributes_event_attributes",
+            history_pb2.UpsertWorkflowSearchAttributesEventAttributes(
+                decision_task_completed_event_id=self.dtc, search_attributes=a.search_attributes
+            ),
+        )
+        self.m.visibility_changed = True
+
+    # -- other workflows ----------------------------------------------------------------
+
+    def _start_child_workflow_execution(
+        self, a: decision_pb2.StartChildWorkflowExecutionDecisionAttributes
+    ) -> None:
+        bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_START_CHILD_EXECUTION_ATTRIBUTES
+        st = self.m.state
+        if not a.workflow_id:
+            raise _fail(bad, "Required field WorkflowID is not set on decision.")
+        if not a.workflow_type.name:
+            raise _fail(bad, "Required field WorkflowType is not set on decision.")
+        _check_blob(a.input.data, bad, "Child workflow input")
+        exec_s = secs(a.execution_start_to_close_timeout) or st.execution_timeout_s
+        task_s = secs(a.task_start_to_close_timeout) or st.task_timeout_s
+        if exec_s <= 0 or task_s <= 0:
+            raise _fail(bad, "A valid timeout is not set on decision.")
+        attrs = history_pb2.StartChildWorkflowExecutionInitiatedEventAttributes(
+            domain=a.domain or st.domain_name,
+            workflow_id=a.workflow_id,
+            workflow_type=a.workflow_type,
+            task_list=tasklist_pb2.TaskList(name=a.task_list.name or st.task_list),
+            input=a.input if a.HasField("input") else None,
+            execution_start_to_close_timeout=dur(exec_s),
+            task_start_to_close_timeout=dur(min(task_s, exec_s, 240)),
+            parent_close_policy=a.parent_close_policy,
+            control=a.control,
+            decision_task_completed_event_id=self.dtc,
+            workflow_id_reuse_policy=a.workflow_id_reuse_policy,
+            retry_policy=a.retry_policy if a.HasField("retry_policy") else None,
+            cron_schedule=a.cron_schedule,
+            header=a.header if a.HasField("header") else None,
+            memo=a.memo if a.HasField("memo") else None,
+            search_attributes=a.search_attributes if a.HasField("search_attributes") else None,
+            cron_overlap_policy=a.cron_overlap_policy,
+        )
+        event = self.m.add_event("start_child_workflow_execution_initiated_event_attributes", attrs)
+        st.children[event.event_id] = ChildInfo(
+            initiated_id=event.event_id,
+            domain_name=attrs.domain,
+            workflow_id=a.workflow_id,
+            workflow_type=a.workflow_type.name,
+            create_request_id=f"{st.run_id}:{event.event_id}",
+            parent_close_policy=a.parent_close_policy or workflow_pb2.PARENT_CLOSE_POLICY_ABANDON,
+            initiated=attrs.SerializeToString(),
+        )
+        self.m.transfer_task(TransferKind.START_CHILD, event_id=event.event_id)
+
+    def _signal_external_workflow_execution(
+        self, a: decision_pb2.SignalExternalWorkflowExecutionDecisionAttributes
+    ) -> None:
+        bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_SIGNAL_WORKFLOW_EXECUTION_ATTRIBUTES
+        st = self.m.state
+        if not a.workflow_execution.workflow_id:
+            raise _fail(bad, "WorkflowId is not set on decision.")
+        if not a.signal_name:
+            raise _fail(bad, "SignalName is not set on decision.")
+        _check_blob(
+            a.input.data,
+            workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_SIGNAL_INPUT_SIZE,
+            "Signal input",
+        )
+        event = self.m.add_event(
+            "signal_external_workflow_execution_initiated_event_attributes",
+            history_pb2.SignalExternalWorkflowExecutionInitiatedEventAttributes(
+                decision_task_completed_event_id=self.dtc,
+                domain=a.domain or st.domain_name,
+                workflow_execution=a.workflow_execution,
+                signal_name=a.signal_name,
+                input=a.input if a.HasField("input") else None,
+                control=a.control,
+                child_workflow_only=a.child_workflow_only,
+            ),
+        )
+        st.signals_out[event.event_id] = ExternalRequestInfo(
+            initiated_id=event.event_id,
+            domain_name=a.domain or st.domain_name,
+            workflow_id=a.workflow_execution.workflow_id,
+            run_id=a.workflow_execution.run_id,
+            request_id=f"{st.run_id}:{event.event_id}",
+            child_workflow_only=a.child_workflow_only,
+            signal_name=a.signal_name,
+            input=a.input.data if a.HasField("input") else None,
+            control=a.control,
+        )
+        self.m.transfer_task(TransferKind.SIGNAL_EXECUTION, event_id=event.event_id)
+
+    def _request_cancel_external_workflow_execution(
+        self, a: decision_pb2.RequestCancelExternalWorkflowExecutionDecisionAttributes
+    ) -> None:
+        bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_ATTRIBUTES  # noqa: E501
+        st = self.m.state
+        if not a.workflow_execution.workflow_id:
+            raise _fail(bad, "WorkflowId is not set on decision.")
+        event = self.m.add_event(
+            "request_cancel_external_workflow_execution_initiated_event_attributes",
+            history_pb2.RequestCancelExternalWorkflowExecutionInitiatedEventAttributes(
+                decision_task_completed_event_id=self.dtc,
+                domain=a.domain or st.domain_name,
+                workflow_execution=a.workflow_execution,
+                control=a.control,
+                child_workflow_only=a.child_workflow_only,
+            ),
+        )
+        st.request_cancels[event.event_id] = ExternalRequestInfo(
+            initiated_id=event.event_id,
+            domain_name=a.domain or st.domain_name,
+            workflow_id=a.workflow_execution.workflow_id,
+            run_id=a.workflow_execution.run_id,
+            request_id=f"{st.run_id}:{event.event_id}",
+            child_workflow_only=a.child_workflow_only,
+        )
+        self.m.transfer_task(TransferKind.CANCEL_EXECUTION, event_id=event.event_id)
+
+
+def on_workflow_timeout(m: RunMutation, runs: RunCreator, new_run_id: str) -> None:
+    st = m.state
+    if not st.is_open:
+        return
+    if retry_or_cron_after_failure(
+        runs, m, "cadenceInternal:Timeout START_TO_CLOSE", None, new_run_id
+    ):
+        return
+    close_run(
+        m,
+        CLOSE_TIMED_OUT,
+        "workflow_execution_timed_out_event_attributes",
+        history_pb2.WorkflowExecutionTimedOutEventAttributes(
+            timeout_type=workflow_pb2.TIMEOUT_TYPE_START_TO_CLOSE
+        ),
+    )

@@ -1,0 +1,59 @@
+"""FrontendContext: what every frontend handler shares (store, bus, matching, domains)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from cadence.api.v1 import history_pb2
+
+from engine.clock import Clock
+from engine.errors import EntityNotExistsError
+from engine.history.bus import CommandBus
+from engine.history.watch import RunWatcher
+from engine.ids import shard_for
+from engine.matching.protocols import TaskMatcher
+from engine.model.state import MutableState, decode_state
+from engine.persistence.protocols import Store
+
+
+@dataclass
+class FrontendContext:
+    store: Store
+    bus: CommandBus
+    matcher: TaskMatcher
+    domains: Any  # engine.frontend.domain.DomainHandler
+    watcher: RunWatcher
+    clock: Clock
+    num_shards: int
+    allowed_search_attributes: frozenset[str]
+    # Legacy query tasks waiting for RespondQueryTaskCompleted, by query id.
+    queries: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+
+    def shard(self, workflow_id: str) -> int:
+        return shard_for(workflow_id, self.num_shards)
+
+    async def load_run(self, domain_id: str, workflow_id: str, run_id: str) -> MutableState:
+        """A run's mutable state as last written (the shard writes before it replies)."""
+        shard = self.shard(workflow_id)
+        if not run_id:
+            cur = await self.store.get_current_run(shard, domain_id, workflow_id)
+            if cur is None:
+                raise EntityNotExistsError(f"Workflow execution not found: {workflow_id}")
+            run_id = cur.run_id
+        snap = await self.store.get_run(shard, domain_id, workflow_id, run_id)
+        if snap is None:
+            raise EntityNotExistsError(f"Workflow execution not found: {workflow_id}/{run_id}")
+        return decode_state(snap.state)
+
+    async def read_events(
+        self, domain_id: str, workflow_id: str, run_id: str, first_event_id: int, max_events: int
+    ) -> list[history_pb2.HistoryEvent]:
+        batches = await self.store.read_history(
+            domain_id, workflow_id, run_id, first_event_id, max_events
+        )
+        events: list[history_pb2.HistoryEvent] = []
+        for b in batches:
+            events.extend(history_pb2.History.FromString(b.events).events)
+        return events

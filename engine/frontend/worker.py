@@ -1,0 +1,401 @@
+"""WorkerAPI: long polls for decision/activity tasks and the workers' responses.
+
+A poll takes a task from matching, asks the run's shard to record it as started (the shard
+rejects stale or duplicate tasks, and the poll then keeps waiting), and builds the response
+from the shard's reply and the stored history. An empty poll is a successful empty response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import grpc
+from cadence.api.v1 import (
+    common_pb2,
+    history_pb2,
+    query_pb2,
+    service_worker_pb2_grpc,
+    tasklist_pb2,
+)
+from cadence.api.v1 import (
+    service_worker_pb2 as pb,
+)
+from google.protobuf import wrappers_pb2
+
+from engine.errors import BadRequestError, EntityNotExistsError
+from engine.execution.mutation import LOCAL_VERSION
+from engine.execution.protos import dur, ts
+from engine.frontend import validation as v
+from engine.frontend.context import FrontendContext
+from engine.frontend.errors import rpc
+from engine.frontend.queries import QUERY_DEC
+from engine.frontend.tokens import (
+    PageToken,
+    TaskToken,
+    decode_task_token,
+    encode_page_token,
+    encode_task_token,
+)
+from engine.frontend.workflow import deadline_left
+from engine.matching.protocols import TaskType
+from engine.model.commands import Command, CommandKind
+from engine.model.tasks import decode_dispatch
+
+FIRST_PAGE = 1000
+MAX_POLL_S = 60.0
+
+
+class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
+    def __init__(self, fe: FrontendContext) -> None:
+        self.fe = fe
+
+    @staticmethod
+    def _poll_until(context: grpc.aio.ServicerContext) -> float:
+        """Loop time at which a long poll returns empty: min(1 min, deadline - 1 s)."""
+        left = deadline_left(context)
+        if left < 2.0:
+            raise BadRequestError("Context timeout is too short.")
+        return asyncio.get_running_loop().time() + min(MAX_POLL_S, left - 1.0)
+
+    # -- decision tasks ----------------------------------------------------------------------
+
+    @rpc
+    async def PollForDecisionTask(
+        self, request: pb.PollForDecisionTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PollForDecisionTaskResponse:
+        v.validate_poll_request(request)
+        domain = await self.fe.domains.resolve(request.domain)
+        until = self._poll_until(context)
+        loop = asyncio.get_running_loop()
+        while (left := until - loop.time()) > 0:
+            polled = await self.fe.matcher.poll(
+                domain.id, request.task_list.name, TaskType.DECISION, left, request.identity
+            )
+            if polled is None:
+                break
+            if polled.is_query:
+                resp = await self._query_task(polled.payload)
+                if resp is not None:
+                    return resp
+                continue
+            task = decode_dispatch(polled.payload)
+            try:
+                values = await self.fe.bus.call(
+                    Command(
+                        kind=CommandKind.RECORD_DECISION_STARTED,
+                        domain_id=task.domain_id,
+                        workflow_id=task.workflow_id,
+                        run_id=task.run_id,
+                        args={
+                            "schedule_id": task.schedule_id,
+                            "attempt": task.attempt,
+                            "request_id": str(uuid.uuid4()),
+                            "identity": request.identity,
+                        },
+                    )
+                )
+            except EntityNotExistsError:
+                continue  # stale or duplicate task: keep polling
+            return await self._decision_response(task.domain_id, task.workflow_id, values)
+        return pb.PollForDecisionTaskResponse()
+
+    async def _decision_response(
+        self, domain_id: str, workflow_id: str, values: dict[str, Any]
+    ) -> pb.PollForDecisionTaskResponse:
+        run_id = values["run_id"]
+        persisted_next = values["next_event_id"]
+        events = await self.fe.read_events(domain_id, workflow_id, run_id, 1, FIRST_PAGE)
+        events = [e for e in events if e.event_id < persisted_next]
+        transient = b""
+        if values["attempt"] > 0:
+            transient = _transient_events(values).SerializeToString()
+        next_first = events[-1].event_id + 1 if events else 1
+        history = history_pb2.History(events=events)
+        token = b""
+        if next_first < persisted_next:
+            token = encode_page_token(PageToken(run_id, next_first, transient))
+        elif transient:
+            history.events.extend(history_pb2.History.FromString(transient).events)
+        prev = values["previous_started_event_id"]
+        return pb.PollForDecisionTaskResponse(
+            task_token=encode_task_token(
+                TaskToken(domain_id, workflow_id, run_id, values["schedule_id"], values["attempt"])
+            ),
+            workflow_execution=common_pb2.WorkflowExecution(workflow_id=workflow_id, run_id=run_id),
+            workflow_type=common_pb2.WorkflowType(name=values["workflow_type"]),
+            previous_started_event_id=wrappers_pb2.Int64Value(value=prev),
+            started_event_id=values["started_id"],
+            attempt=values["attempt"],
+            history=history,
+            next_page_token=token,
+            workflow_execution_task_list=tasklist_pb2.TaskList(name=values["task_list"]),
+            scheduled_time=ts(values["scheduled_ns"]),
+            started_time=ts(values["started_ns"]),
+            next_event_id=values["started_id"] + 1,
+        )
+
+    async def _query_task(self, payload: bytes) -> pb.PollForDecisionTaskResponse | None:
+        q = QUERY_DEC.decode(payload)
+        if q.query_id not in self.fe.queries:
+            return None  # the caller gave up already
+        try:
+            st = await self.fe.load_run(q.domain_id, q.workflow_id, q.run_id)
+        except EntityNotExistsError:
+            return None
+        events = await self.fe.read_events(q.domain_id, q.workflow_id, q.run_id, 1, 1 << 30)
+        events = [e for e in events if e.event_id < st.next_event_id]
+        return pb.PollForDecisionTaskResponse(
+            task_token=encode_task_token(
+                TaskToken(q.domain_id, q.workflow_id, q.run_id, 0, 0, query_id=q.query_id)
+            ),
+            workflow_execution=common_pb2.WorkflowExecution(
+                workflow_id=q.workflow_id, run_id=q.run_id
+            ),
+            workflow_type=common_pb2.WorkflowType(name=st.workflow_type),
+            previous_started_event_id=wrappers_pb2.Int64Value(value=st.last_processed_event),
+            history=history_pb2.History(events=events),
+            query=query_pb2.WorkflowQuery.FromString(q.query),
+            workflow_execution_task_list=tasklist_pb2.TaskList(name=st.task_list),
+            next_event_id=st.next_event_id,
+        )
+
+    @rpc
+    async def RespondDecisionTaskCompleted(
+        self, request: pb.RespondDecisionTaskCompletedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondDecisionTaskCompletedResponse:
+        v.validate_decision_completed_request(request)
+        token = decode_task_token(request.task_token)
+        await self._token_call(CommandKind.DECISION_COMPLETED, token, request)
+        return pb.RespondDecisionTaskCompletedResponse()
+
+    @rpc
+    async def RespondDecisionTaskFailed(
+        self, request: pb.RespondDecisionTaskFailedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondDecisionTaskFailedResponse:
+        v.validate_decision_failed_request(request)
+        token = decode_task_token(request.task_token)
+        await self._token_call(CommandKind.DECISION_FAILED, token, request)
+        return pb.RespondDecisionTaskFailedResponse()
+
+    @rpc
+    async def RespondQueryTaskCompleted(
+        self, request: pb.RespondQueryTaskCompletedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondQueryTaskCompletedResponse:
+        v.validate_query_completed_request(request)
+        token = decode_task_token(request.task_token)
+        fut = self.fe.queries.get(token.query_id)
+        if fut is None:
+            raise EntityNotExistsError("query task not found, or already expired")
+        if not fut.done():
+            fut.set_result(request.result)
+        return pb.RespondQueryTaskCompletedResponse()
+
+    @rpc
+    async def ResetStickyTaskList(
+        self, request: pb.ResetStickyTaskListRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResetStickyTaskListResponse:
+        # Cadenza has no sticky task lists: every decision goes to the normal list.
+        return pb.ResetStickyTaskListResponse()
+
+    async def _token_call(
+        self, kind: CommandKind, token: TaskToken, request: Any
+    ) -> dict[str, Any]:
+        return await self.fe.bus.call(
+            Command(
+                kind=kind,
+                domain_id=token.domain_id,
+                workflow_id=token.workflow_id,
+                run_id=token.run_id,
+                request=request.SerializeToString(),
+                args={"schedule_id": token.schedule_id, "attempt": token.attempt},
+            )
+        )
+
+    async def _by_id_call(self, kind: CommandKind, request: Any) -> dict[str, Any]:
+        domain = await self.fe.domains.resolve(request.domain)
+        return await self.fe.bus.call(
+            Command(
+                kind=kind,
+                domain_id=domain.id,
+                workflow_id=request.workflow_execution.workflow_id,
+                run_id=request.workflow_execution.run_id,
+                request=request.SerializeToString(),
+                args={"activity_id": request.activity_id},
+            )
+        )
+
+    # -- activity tasks -----------------------------------------------------------------------
+
+    @rpc
+    async def PollForActivityTask(
+        self, request: pb.PollForActivityTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PollForActivityTaskResponse:
+        v.validate_poll_request(request)
+        domain = await self.fe.domains.resolve(request.domain)
+        until = self._poll_until(context)
+        loop = asyncio.get_running_loop()
+        while (left := until - loop.time()) > 0:
+            polled = await self.fe.matcher.poll(
+                domain.id, request.task_list.name, TaskType.ACTIVITY, left, request.identity
+            )
+            if polled is None:
+                break
+            task = decode_dispatch(polled.payload)
+            try:
+                values = await self.fe.bus.call(
+                    Command(
+                        kind=CommandKind.RECORD_ACTIVITY_STARTED,
+                        domain_id=task.domain_id,
+                        workflow_id=task.workflow_id,
+                        run_id=task.run_id,
+                        args={
+                            "schedule_id": task.schedule_id,
+                            "attempt": task.attempt,
+                            "request_id": str(uuid.uuid4()),
+                            "identity": request.identity,
+                        },
+                    )
+                )
+            except EntityNotExistsError:
+                continue
+            return _activity_response(task.domain_id, task.workflow_id, values)
+        return pb.PollForActivityTaskResponse()
+
+    @rpc
+    async def RespondActivityTaskCompleted(
+        self, request: pb.RespondActivityTaskCompletedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondActivityTaskCompletedResponse:
+        v.validate_activity_response(request)
+        await self._token_call(
+            CommandKind.ACTIVITY_COMPLETED, decode_task_token(request.task_token), request
+        )
+        return pb.RespondActivityTaskCompletedResponse()
+
+    @rpc
+    async def RespondActivityTaskFailed(
+        self, request: pb.RespondActivityTaskFailedRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondActivityTaskFailedResponse:
+        v.validate_activity_response(request)
+        await self._token_call(
+            CommandKind.ACTIVITY_FAILED, decode_task_token(request.task_token), request
+        )
+        return pb.RespondActivityTaskFailedResponse()
+
+    @rpc
+    async def RespondActivityTaskCanceled(
+        self, request: pb.RespondActivityTaskCanceledRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondActivityTaskCanceledResponse:
+        v.validate_activity_response(request)
+        await self._token_call(
+            CommandKind.ACTIVITY_CANCELED, decode_task_token(request.task_token), request
+        )
+        return pb.RespondActivityTaskCanceledResponse()
+
+    @rpc
+    async def RecordActivityTaskHeartbeat(
+        self, request: pb.RecordActivityTaskHeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordActivityTaskHeartbeatResponse:
+        v.validate_activity_response(request)
+        values = await self._token_call(
+            CommandKind.ACTIVITY_HEARTBEAT, decode_task_token(request.task_token), request
+        )
+        return pb.RecordActivityTaskHeartbeatResponse(cancel_requested=values["cancel_requested"])
+
+    @rpc
+    async def RespondActivityTaskCompletedByID(
+        self, request: pb.RespondActivityTaskCompletedByIDRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondActivityTaskCompletedByIDResponse:
+        v.validate_activity_by_id(request)
+        await self._by_id_call(CommandKind.ACTIVITY_COMPLETED, request)
+        return pb.RespondActivityTaskCompletedByIDResponse()
+
+    @rpc
+    async def RespondActivityTaskFailedByID(
+        self, request: pb.RespondActivityTaskFailedByIDRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondActivityTaskFailedByIDResponse:
+        v.validate_activity_by_id(request)
+        await self._by_id_call(CommandKind.ACTIVITY_FAILED, request)
+        return pb.RespondActivityTaskFailedByIDResponse()
+
+    @rpc
+    async def RespondActivityTaskCanceledByID(
+        self, request: pb.RespondActivityTaskCanceledByIDRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RespondActivityTaskCanceledByIDResponse:
+        v.validate_activity_by_id(request)
+        await self._by_id_call(CommandKind.ACTIVITY_CANCELED, request)
+        return pb.RespondActivityTaskCanceledByIDResponse()
+
+    @rpc
+    async def RecordActivityTaskHeartbeatByID(
+        self, request: pb.RecordActivityTaskHeartbeatByIDRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordActivityTaskHeartbeatByIDResponse:
+        v.validate_activity_by_id(request)
+        values = await self._by_id_call(CommandKind.ACTIVITY_HEARTBEAT, request)
+        return pb.RecordActivityTaskHeartbeatByIDResponse(
+            cancel_requested=values["cancel_requested"]
+        )
+
+
+def _transient_events(values: dict[str, Any]) -> history_pb2.History:
+    """The synthetic Scheduled/Started pair of a transient decision (not persisted)."""
+    scheduled = history_pb2.HistoryEvent(
+        event_id=values["schedule_id"],
+        event_time=ts(values["scheduled_ns"]),
+        version=LOCAL_VERSION,
+        decision_task_scheduled_event_attributes=history_pb2.DecisionTaskScheduledEventAttributes(
+            task_list=tasklist_pb2.TaskList(name=values["task_list"]),
+            start_to_close_timeout=dur(values["timeout_s"]),
+            attempt=values["attempt"],
+        ),
+    )
+    started = history_pb2.HistoryEvent(
+        event_id=values["started_id"],
+        event_time=ts(values["started_ns"]),
+        version=LOCAL_VERSION,
+        decision_task_started_event_attributes=history_pb2.DecisionTaskStartedEventAttributes(
+            scheduled_event_id=values["schedule_id"],
+            identity=values["identity"],
+            request_id=values["request_id"],
+        ),
+    )
+    return history_pb2.History(events=[scheduled, started])
+
+
+def _activity_response(
+    domain_id: str, workflow_id: str, values: dict[str, Any]
+) -> pb.PollForActivityTaskResponse:
+    resp = pb.PollForActivityTaskResponse(
+        task_token=encode_task_token(
+            TaskToken(
+                domain_id,
+                workflow_id,
+                values["run_id"],
+                values["schedule_id"],
+                values["attempt"],
+                activity_id=values["activity_id"],
+            )
+        ),
+        workflow_execution=common_pb2.WorkflowExecution(
+            workflow_id=workflow_id, run_id=values["run_id"]
+        ),
+        activity_id=values["activity_id"],
+        activity_type=common_pb2.ActivityType(name=values["activity_type"]),
+        scheduled_time=ts(values["scheduled_ns"]),
+        started_time=ts(values["started_ns"]),
+        schedule_to_close_timeout=dur(values["schedule_to_close_s"]),
+        start_to_close_timeout=dur(values["start_to_close_s"]),
+        heartbeat_timeout=dur(values["heartbeat_s"]),
+        attempt=values["attempt"],
+        scheduled_time_of_this_attempt=ts(values["scheduled_this_attempt_ns"]),
+        workflow_type=common_pb2.WorkflowType(name=values["workflow_type"]),
+        workflow_domain=values["domain_name"],
+    )
+    if values["input"] is not None:
+        resp.input.CopyFrom(common_pb2.Payload(data=values["input"]))
+    if values["heartbeat_details"] is not None:
+        resp.heartbeat_details.CopyFrom(common_pb2.Payload(data=values["heartbeat_details"]))
+    if values["header"]:
+        resp.header.CopyFrom(common_pb2.Header.FromString(values["header"]))
+    return resp

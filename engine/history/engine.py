@@ -1,0 +1,193 @@
+"""ShardEngine: the single writer of one shard. Applies a batch of commands from the shard's
+log partition to cached mutable state, then writes everything in one fenced store write
+(group commit), and returns the replies and the tasks to publish.
+
+Exactly-once apply: the write also stores the shard's `applied_offset`, so commands that
+are delivered again after a crash (below it) are skipped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from engine.clock import Clock
+from engine.errors import EngineError, InternalServiceError, ServiceError, error_fields
+from engine.execution.mutation import RunMutation
+from engine.execution.starts import StartParams
+from engine.history.batch import Batch, RunKey, WorkflowKey
+from engine.model.commands import Command, Reply, decode_command
+from engine.model.state import MutableState, decode_state
+from engine.model.tasks import TimerTask, TransferTask
+from engine.persistence.protocols import CurrentRun, Store
+from engine.queues.protocols import Record
+
+log = structlog.get_logger(__name__)
+
+# Task ids of a shard come from [range_id << 32, (range_id + 1) << 32): a new owner always
+# issues larger ids than any earlier one (Cadence's range-based task ids).
+TASK_ID_BITS = 32
+
+
+@dataclass
+class BatchResult:
+    replies: list[tuple[Command, Reply]] = field(default_factory=list)
+    transfer: list[TransferTask] = field(default_factory=list)
+    timers: list[TimerTask] = field(default_factory=list)
+    next_offset: int = 0
+    # Runs whose history or state this batch wrote (for long-poll wake-ups).
+    written: list[RunKey] = field(default_factory=list)
+
+
+class ShardEngine:
+    def __init__(
+        self,
+        shard_id: int,
+        range_id: int,
+        applied_offset: int,
+        store: Store,
+        clock: Clock,
+        allowed_search_attributes: frozenset[str],
+        cache_size: int = 10_000,
+    ) -> None:
+        self.shard_id = shard_id
+        self.range_id = range_id
+        self.applied_offset = applied_offset
+        self.store = store
+        self.clock = clock
+        self.allowed_search_attributes = allowed_search_attributes
+        self._task_seq = 0
+        self._cache: OrderedDict[RunKey, MutableState] = OrderedDict()
+        self._currents: OrderedDict[WorkflowKey, CurrentRun | None] = OrderedDict()
+        self._cache_size = cache_size
+        self.log = log.bind(shard_id=shard_id, range_id=range_id)
+
+    def next_task_id(self) -> int:
+        self._task_seq += 1
+        return (self.range_id << TASK_ID_BITS) + self._task_seq
+
+    # -- loading ---------------------------------------------------------------------------
+
+    async def current(self, batch: Batch, domain_id: str, workflow_id: str) -> CurrentRun | None:
+        wkey = (domain_id, workflow_id)
+        if wkey in batch.currents:
+            return batch.currents[wkey]
+        if wkey in self._currents:
+            cur = self._currents[wkey]
+        else:
+            cur = await self.store.get_current_run(self.shard_id, domain_id, workflow_id)
+        batch.currents[wkey] = cur
+        return cur
+
+    async def load(self, batch: Batch, domain_id: str, workflow_id: str, run_id: str) -> bool:
+        """Bring a run into the batch; False if it does not exist."""
+        key = (domain_id, workflow_id, run_id)
+        if key in batch.runs:
+            return True
+        state = self._cache.get(key)
+        if state is None:
+            snap = await self.store.get_run(self.shard_id, domain_id, workflow_id, run_id)
+            if snap is None:
+                return False
+            state = decode_state(snap.state)
+        batch.add_loaded(key, state)
+        return True
+
+    # -- applying ----------------------------------------------------------------------------
+
+    async def apply_batch(
+        self,
+        records: Sequence[Record],
+        handle: Callable[[ShardEngine, Batch, Command], object],
+        outbox_ack: int | None = None,
+    ) -> BatchResult:
+        """Apply records in order and write them in one store write.
+
+        `handle(engine, batch, command)` is awaited per command and returns the reply values
+        (a dict) or raises ServiceError. Raises if the write fails (the cache is dropped then).
+        """
+        batch = Batch(self.shard_id, self.range_id, self.next_task_id)
+        result = BatchResult(next_offset=self.applied_offset)
+        for record in records:
+            if record.offset < self.applied_offset:
+                continue  # applied before a crash: exactly-once
+            result.next_offset = record.offset + 1
+            try:
+                cmd = decode_command(record.value)
+            except Exception:  # noqa: BLE001  (a corrupt record must not stop the shard)
+                self.log.error("command_undecodable", offset=record.offset)
+                continue
+            batch.begin()
+            try:
+                values = await handle(self, batch, cmd)  # type: ignore[misc]
+                reply = Reply(key=cmd.reply_key, values=values or {})
+            except ServiceError as err:
+                batch.rollback()
+                reply = Reply(
+                    key=cmd.reply_key,
+                    ok=False,
+                    error_kind=err.kind,
+                    error_message=err.message,
+                    error_fields=error_fields(err),
+                )
+            except EngineError:
+                raise
+            except Exception as exc:
+                batch.rollback()
+                self.log.exception("command_failed", kind=cmd.kind, workflow_id=cmd.workflow_id)
+                err2 = InternalServiceError(f"internal error applying {cmd.kind}: {exc!r}")
+                reply = Reply(
+                    key=cmd.reply_key, ok=False, error_kind=err2.kind, error_message=err2.message
+                )
+            result.replies.append((cmd, reply))
+        if result.next_offset == self.applied_offset and outbox_ack is None:
+            return result
+        write = batch.to_write(result.next_offset, outbox_ack)
+        try:
+            await self.store.write_shard(write)
+        except Exception:
+            self._cache.clear()
+            self._currents.clear()
+            raise
+        self.applied_offset = result.next_offset
+        for key, entry in batch.runs.items():
+            self._remember(key, entry.state)
+        for wkey, cur in batch.currents.items():
+            self._currents[wkey] = cur
+            self._currents.move_to_end(wkey)
+        while len(self._currents) > self._cache_size:
+            self._currents.popitem(last=False)
+        result.written = [key for key, entry in batch.runs.items() if entry.dirty]
+        result.transfer = batch.transfer
+        result.timers = batch.timers
+        return result
+
+    def _remember(self, key: RunKey, state: MutableState) -> None:
+        self._cache[key] = state
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    # -- helpers for handlers -----------------------------------------------------------------
+
+    def now_ns(self) -> int:
+        return self.clock.now_ns()
+
+    def creator(self, batch: Batch) -> _Creator:
+        return _Creator(self, batch)
+
+
+class _Creator:
+    """RunCreator for the execution layer: new runs join the batch at once."""
+
+    def __init__(self, engine: ShardEngine, batch: Batch) -> None:
+        self.engine = engine
+        self.batch = batch
+
+    def create_run(self, params: StartParams, run_id: str) -> RunMutation:
+        m = self.batch.create_run(params, run_id, self.engine.now_ns())
+        self.batch.commit_mutation((params.domain_id, params.workflow_id, run_id), m)
+        return m

@@ -1,0 +1,1 @@
+"""State of record: store protocols, their records, and the backend factory."""

@@ -1,0 +1,188 @@
+"""One SQLite file driven from one dedicated thread: the embedded mode's database handle.
+
+`SqliteDatabase` owns the connection and the single worker thread every statement runs on, so
+the asyncio loop never blocks on disk and no two statements ever race on the connection. Each
+`read`/`write` call is one transaction. Both `SqliteStore` (state of record) and
+`InProcessTaskLog` (the partitioned log) share one handle when they share a file, which also
+serialises their writers: SQLite admits one writer at a time anyway, and one thread avoids
+SQLITE_BUSY between them.
+
+Durability: WAL journal with synchronous=NORMAL. A committed transaction survives the process
+being killed (-9); only an OS crash or power loss can drop the last few commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Concatenate, ParamSpec, TypeVar
+
+import structlog
+
+from engine.errors import PersistenceError
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Bump with every schema change that existing files need migrating for.
+SCHEMA_VERSION = 1
+
+
+def load_schema() -> str:
+    """The DDL of every embedded-mode table (store and log), safe to apply repeatedly."""
+    return resources.files("engine.persistence.sqlite").joinpath("schema.sql").read_text("utf-8")
+
+
+class SqliteDatabase:
+    """A reference-counted handle on one SQLite file, with all work on one thread.
+
+    `open()`/`close()` may be called by several owners (the store and the log); the file is
+    opened by the first and closed by the last. Work submitted through `read`/`write` runs in
+    submission order on the worker thread.
+
+    A caller cancelled while its transaction runs does not stop the transaction: it may still
+    commit. Callers treat a cancelled write as "outcome unknown", as with any remote database.
+    """
+
+    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._executor: ThreadPoolExecutor | None = None
+        # Touched only on the worker thread (check_same_thread stays on to prove it).
+        self._conn: sqlite3.Connection | None = None
+        self._users = 0
+        self._lifecycle = asyncio.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self._executor is not None
+
+    async def open(self) -> None:
+        """Open the file (first caller) and apply the schema; later callers share it."""
+        async with self._lifecycle:
+            if self._users == 0:
+                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadenza-sqlite")
+                try:
+                    await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+                except BaseException:
+                    executor.shutdown(wait=False)
+                    raise
+                self._executor = executor
+            self._users += 1
+
+    async def close(self) -> None:
+        """Release one `open()`; the last release closes the connection and the thread."""
+        async with self._lifecycle:
+            if self._users == 0:
+                return
+            self._users -= 1
+            if self._users > 0:
+                return
+            executor = self._executor
+            assert executor is not None
+            self._executor = None
+            try:
+                await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+            finally:
+                # Joining the (now idle) worker off the loop keeps stop() non-blocking.
+                await asyncio.to_thread(executor.shutdown, True)
+
+    async def read(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run `fn(conn, ...)` in a deferred (read) transaction on the worker thread."""
+        return await self._submit("BEGIN", fn, *args, **kwargs)
+
+    async def write(
+        self,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run `fn(conn, ...)` in one write transaction; any exception rolls all of it back.
+
+        BEGIN IMMEDIATE takes the write lock up front, so a check made inside `fn` (fencing,
+        conditions) still holds when its writes commit, even against another process.
+        """
+        return await self._submit("BEGIN IMMEDIATE", fn, *args, **kwargs)
+
+    async def _submit(
+        self,
+        begin: str,
+        fn: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        executor = self._executor
+        if executor is None:
+            raise PersistenceError(f"sqlite database {self.path!r} is not open")
+
+        def run() -> T:
+            return self._transaction(begin, lambda conn: fn(conn, *args, **kwargs))
+
+        return await asyncio.get_running_loop().run_in_executor(executor, run)
+
+    # --- worker thread only -------------------------------------------------------------
+
+    def _transaction(self, begin: str, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn
+        if conn is None:
+            raise PersistenceError(f"sqlite database {self.path!r} is not open")
+        try:
+            conn.execute(begin)
+            result = body(conn)
+            conn.execute("COMMIT")
+            return result
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("sqlite_rollback_failed", path=self.path)
+            if isinstance(exc, sqlite3.Error):
+                # Driver errors never leak past the adapter (style guide section 3).
+                raise PersistenceError(f"sqlite {self.path}: {exc}") from exc
+            raise
+
+    def _connect(self) -> None:
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per call.
+            conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=512)
+        except sqlite3.Error as exc:
+            raise PersistenceError(f"sqlite {self.path}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: commits survive a killed process; only an OS crash can lose
+            # the tail. FULL would fsync every commit and cap the group-commit rate.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise PersistenceError(
+                    f"sqlite {self.path}: schema version {version} is newer than this "
+                    f"build's {SCHEMA_VERSION}"
+                )
+            conn.executescript(
+                "BEGIN IMMEDIATE;\n"
+                + load_schema()
+                + f"\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+            )
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise PersistenceError(f"sqlite {self.path}: {exc}") from exc
+            raise
+        self._conn = conn
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()

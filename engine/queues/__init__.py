@@ -1,0 +1,5 @@
+"""Partitioned logs: the shard command log and the transfer/timer task topics."""
+
+from engine.queues.protocols import LogConsumer, Record, RebalanceListener, TaskLog
+
+__all__ = ["LogConsumer", "RebalanceListener", "Record", "TaskLog"]

@@ -1,0 +1,149 @@
+"""The composition root: builds every role of one process from an EngineConfig.
+
+`cadenza dev` runs it with the embedded backends (SQLite, in-process log, memory matching);
+`cadenza serve` with the distributed ones. Engine code below this module only sees protocols.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import grpc
+import structlog
+from cadence.api.v1 import (
+    service_domain_pb2_grpc,
+    service_meta_pb2_grpc,
+    service_visibility_pb2_grpc,
+    service_worker_pb2_grpc,
+    service_workflow_pb2_grpc,
+)
+
+from engine.clock import Clock, SystemClock
+from engine.config import EngineConfig
+from engine.frontend.context import FrontendContext
+from engine.frontend.domain import DomainHandler
+from engine.frontend.meta import MetaHandler
+from engine.frontend.validation import SYSTEM_SEARCH_ATTRIBUTES
+from engine.frontend.visibility import VisibilityHandler
+from engine.frontend.worker import WorkerHandler
+from engine.frontend.workflow import WorkflowHandler
+from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, CommandBus
+from engine.history.watch import RunWatcher
+from engine.matching.factory import open_matcher
+from engine.persistence.factory import open_store
+from engine.queues.factory import open_task_log
+from engine.shards.controller import ShardController
+from engine.timer.processor import TimerProcessor
+from engine.transfer.executor import TransferExecutor
+from engine.transfer.processor import TransferProcessor
+from engine.visibility.query import SEARCH_ATTRIBUTE_TYPES
+
+log = structlog.get_logger(__name__)
+
+MAX_MESSAGE = 8 * 1024 * 1024
+
+
+class Server:
+    """All roles of one process; `async with Server(config)` or start()/stop()."""
+
+    def __init__(self, config: EngineConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.node_id = config.node_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.port = config.port
+        self._grpc: grpc.aio.Server | None = None
+        self._components: list[Any] = []
+
+    async def start(self) -> None:
+        cfg = self.config
+        n = cfg.num_shards
+        self.store = open_store(cfg.persistence_url)
+        await self.store.start()
+        topics = {COMMAND_TOPIC: n, TRANSFER_TOPIC: n, TIMER_TOPIC: n}
+        self.task_log = open_task_log(cfg.queues_url, topics, store=self.store)
+        await self.task_log.start()
+        self.matcher = open_matcher(cfg.matching_url)
+        await self.matcher.start()
+        allowed = frozenset(k for k in SEARCH_ATTRIBUTE_TYPES if k not in SYSTEM_SEARCH_ATTRIBUTES)
+        self.bus = CommandBus(self.task_log, n, self.node_id)
+        self.watcher = RunWatcher()
+        self.domains = DomainHandler(self.store, cluster_name=cfg.cluster_name)
+
+        async def resolve_domain(name: str) -> str:
+            record = await self.store.get_domain(name=name)
+            return record.id if record is not None else ""
+
+        self.shards = ShardController(
+            self.store,
+            self.task_log,
+            self.bus,
+            self.clock,
+            self.node_id,
+            allowed,
+            watcher=self.watcher,
+            max_batch=cfg.max_batch,
+        )
+        executor = TransferExecutor(self.store, self.matcher, self.bus, resolve_domain, n)
+        self.transfer = TransferProcessor(self.task_log, executor)
+        self.timers = TimerProcessor(self.task_log, self.store, self.clock)
+        for comp in (self.shards, self.transfer, self.timers):
+            await comp.start()
+            self._components.append(comp)
+
+        fe = FrontendContext(
+            store=self.store,
+            bus=self.bus,
+            matcher=self.matcher,
+            domains=self.domains,
+            watcher=self.watcher,
+            clock=self.clock,
+            num_shards=n,
+            allowed_search_attributes=allowed,
+        )
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ]
+        )
+        service_domain_pb2_grpc.add_DomainAPIServicer_to_server(self.domains, server)
+        service_workflow_pb2_grpc.add_WorkflowAPIServicer_to_server(WorkflowHandler(fe), server)
+        service_worker_pb2_grpc.add_WorkerAPIServicer_to_server(WorkerHandler(fe), server)
+        service_visibility_pb2_grpc.add_VisibilityAPIServicer_to_server(
+            VisibilityHandler(fe), server
+        )
+        service_meta_pb2_grpc.add_MetaAPIServicer_to_server(MetaHandler(), server)
+        self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        await server.start()
+        self._grpc = server
+        log.info(
+            "server_started",
+            address=f"{cfg.host}:{self.port}",
+            node_id=self.node_id,
+            persistence=cfg.persistence_url,
+            shards=n,
+        )
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace=0.5)
+            self._grpc = None
+        for comp in reversed(self._components):
+            await comp.stop()
+        self._components.clear()
+        await self.matcher.stop()
+        await self.task_log.stop()
+        await self.store.stop()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

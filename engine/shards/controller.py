@@ -1,0 +1,202 @@
+"""ShardController: owns the shards whose command partitions the consumer group gives it.
+
+On assign it acquires each shard in the store (bumping range_id: the fencing token), seeks
+past commands already applied, republishes unacknowledged outbox tasks and asks every open run
+to re-dispatch its pending tasks (a matching backlog may have been lost). On revoke it stops
+the shard's loop before returning, so it no longer writes. A write that fails with
+ShardOwnershipLostError means another owner took over: the loop stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from engine.clock import Clock
+from engine.errors import ShardOwnershipLostError
+from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, ReplySink
+from engine.history.engine import ShardEngine
+from engine.history.handlers import dispatch
+from engine.history.watch import RunWatcher
+from engine.model.commands import Command, CommandKind, encode_command
+from engine.model.tasks import TimerTask, TransferTask, encode_task
+from engine.persistence.protocols import OutboxTask, Store
+from engine.queues.protocols import LogConsumer, TaskLog
+
+log = structlog.get_logger(__name__)
+
+COMMIT_INTERVAL_S = 1.0
+
+
+class ShardController:
+    def __init__(
+        self,
+        store: Store,
+        task_log: TaskLog,
+        replies: ReplySink,
+        clock: Clock,
+        node_id: str,
+        allowed_search_attributes: frozenset[str],
+        watcher: RunWatcher | None = None,
+        max_batch: int = 500,
+    ) -> None:
+        self.watcher = watcher
+        self.store = store
+        self.log = task_log
+        self.replies = replies
+        self.clock = clock
+        self.node_id = node_id
+        self.allowed_search_attributes = allowed_search_attributes
+        self.max_batch = max_batch
+        self.engines: dict[int, ShardEngine] = {}
+        self._loops: dict[int, asyncio.Task[None]] = {}
+        self._consumer: LogConsumer | None = None
+        self._pending_ack: dict[int, int | None] = {}
+
+    async def start(self) -> None:
+        self._consumer = self.log.consumer(COMMAND_TOPIC, "cadenza-history", self)
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._stop_loops(set(self._loops))
+
+    # -- RebalanceListener -----------------------------------------------------------------
+
+    async def on_partitions_revoked(self, partitions: set[int]) -> None:
+        await self._stop_loops(partitions)
+
+    async def on_partitions_assigned(self, partitions: set[int]) -> None:
+        for shard_id in sorted(partitions):
+            await self._acquire(shard_id)
+
+    # -- ownership -----------------------------------------------------------------------------
+
+    async def _acquire(self, shard_id: int) -> None:
+        assert self._consumer is not None
+        info = await self.store.acquire_shard(shard_id, self.node_id)
+        engine = ShardEngine(
+            shard_id,
+            info.range_id,
+            info.applied_offset,
+            self.store,
+            self.clock,
+            self.allowed_search_attributes,
+        )
+        self.engines[shard_id] = engine
+        committed = await self._consumer.committed(shard_id)
+        self._consumer.seek(shard_id, max(committed, info.applied_offset))
+        published = await self._republish_outbox(shard_id, info.outbox_ack)
+        log.info(
+            "shard_acquired",
+            shard_id=shard_id,
+            range_id=info.range_id,
+            applied_offset=info.applied_offset,
+            outbox=published,
+        )
+        self._loops[shard_id] = asyncio.create_task(self._run(shard_id, engine))
+        open_runs = await self.store.list_open_runs(shard_id)
+        for run in open_runs:
+            await self.log.produce(
+                COMMAND_TOPIC,
+                shard_id,
+                [
+                    encode_command(
+                        Command(
+                            kind=CommandKind.REFRESH_TASKS,
+                            domain_id=run.domain_id,
+                            workflow_id=run.workflow_id,
+                            run_id=run.run_id,
+                        )
+                    )
+                ],
+            )
+
+    async def _stop_loops(self, partitions: set[int]) -> None:
+        for shard_id in partitions:
+            task = self._loops.pop(shard_id, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.engines.pop(shard_id, None)
+            log.info("shard_released", shard_id=shard_id)
+
+    # -- the apply loop --------------------------------------------------------------------------
+
+    async def _run(self, shard_id: int, engine: ShardEngine) -> None:
+        assert self._consumer is not None
+        consumer = self._consumer
+        last_commit = time.monotonic()
+        committed_offset = engine.applied_offset
+        backoff = 0.05
+        while True:
+            try:
+                got = await consumer.getmany([shard_id], max_records=self.max_batch, timeout=1.0)
+                records = got.get(shard_id, [])
+                ack = self._pending_ack.get(shard_id)
+                if not records and ack is None:
+                    if engine.applied_offset > committed_offset:
+                        await consumer.commit({shard_id: engine.applied_offset})
+                        committed_offset = engine.applied_offset
+                    continue
+                result = await engine.apply_batch(records, dispatch, outbox_ack=ack)
+                self._pending_ack[shard_id] = None
+                await self._publish(shard_id, result.transfer, result.timers)
+                if result.transfer or result.timers:
+                    self._pending_ack[shard_id] = max(
+                        t.task_id for t in [*result.transfer, *result.timers]
+                    )
+                if self.watcher is not None:
+                    self.watcher.notify(result.written)
+                for cmd, reply in result.replies:
+                    if cmd.reply_to:
+                        await self.replies.send_reply(cmd.reply_to, reply)
+                now = time.monotonic()
+                if now - last_commit > COMMIT_INTERVAL_S:
+                    # Offsets are an optimisation: applied_offset in the store is the truth.
+                    await consumer.commit({shard_id: engine.applied_offset})
+                    committed_offset = engine.applied_offset
+                    last_commit = now
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except ShardOwnershipLostError:
+                log.warning("shard_ownership_lost", shard_id=shard_id, range_id=engine.range_id)
+                self.engines.pop(shard_id, None)
+                self._loops.pop(shard_id, None)
+                return
+            except Exception:
+                log.exception("shard_batch_failed", shard_id=shard_id)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                consumer.seek(shard_id, engine.applied_offset)
+                with contextlib.suppress(Exception):
+                    # Tasks written but maybe not published: publish the outbox again.
+                    info = await self.store.get_shard(shard_id)
+                    await self._republish_outbox(shard_id, info.outbox_ack if info else 0)
+
+    async def _publish(
+        self, shard_id: int, transfer: Sequence[TransferTask], timers: Sequence[TimerTask]
+    ) -> None:
+        if transfer:
+            await self.log.produce(TRANSFER_TOPIC, shard_id, [encode_task(t) for t in transfer])
+        if timers:
+            await self.log.produce(TIMER_TOPIC, shard_id, [encode_task(t) for t in timers])
+
+    async def _republish_outbox(self, shard_id: int, ack: int) -> int:
+        """Publish every outbox task above `ack` (at least once: executors dedupe)."""
+        outbox: Sequence[OutboxTask] = await self.store.read_outbox(shard_id, ack)
+        transfer = [t.value for t in outbox if t.queue == "transfer"]
+        timers = [t.value for t in outbox if t.queue == "timer"]
+        if transfer:
+            await self.log.produce(TRANSFER_TOPIC, shard_id, transfer)
+        if timers:
+            await self.log.produce(TIMER_TOPIC, shard_id, timers)
+        self._pending_ack[shard_id] = outbox[-1].task_id if outbox else None
+        return len(outbox)

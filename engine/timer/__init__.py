@@ -1,0 +1,1 @@
+"""Timer queue: durable due-time tasks (user timers, timeouts, retries, backoffs)."""

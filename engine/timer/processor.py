@@ -1,0 +1,168 @@
+"""TimerProcessor: makes timer tasks fire once, close to their due time, across restarts.
+
+Timer tasks arrive on the timer topic. The processor stores them in the durable timer index
+(`TimerStore`, ordered by due time) and commits the topic offset; only the timers due within
+the next window are held in memory (a heap per shard), so millions of pending timers need not
+fit in memory. A due timer becomes a TIMER_FIRED command on the shard's command partition;
+its row is deleted only after that produce is durable. A crash in between fires it again, and
+the shard ignores a timer that is no longer valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+from collections.abc import Sequence
+
+import structlog
+
+from engine.clock import Clock
+from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC
+from engine.model.commands import Command, CommandKind, encode_command
+from engine.model.tasks import decode_timer
+from engine.persistence.protocols import Store, TimerRow
+from engine.queues.protocols import Record, TaskLog
+from engine.queues.workers import PartitionWorkers
+
+log = structlog.get_logger(__name__)
+
+NS = 1_000_000_000
+
+
+class _Gate:
+    """The in-memory window of one shard's timers."""
+
+    def __init__(
+        self, shard_id: int, store: Store, task_log: TaskLog, clock: Clock, window_s: float
+    ):
+        self.shard_id = shard_id
+        self.store = store
+        self.log = task_log
+        self.clock = clock
+        self.window_ns = int(window_s * NS)
+        self.heap: list[tuple[int, int, bytes]] = []
+        self.ids: set[int] = set()
+        self.horizon_ns = 0
+        self.wake = asyncio.Event()
+
+    def offer(self, rows: Sequence[TimerRow]) -> None:
+        earliest = self.heap[0][0] if self.heap else None
+        for row in rows:
+            if row.fire_ns <= self.horizon_ns and row.task_id not in self.ids:
+                heapq.heappush(self.heap, (row.fire_ns, row.task_id, row.value))
+                self.ids.add(row.task_id)
+        if self.heap and (earliest is None or self.heap[0][0] < earliest):
+            self.wake.set()
+
+    async def _reload(self, now: int) -> None:
+        limit = 10_000
+        horizon = now + self.window_ns
+        rows = await self.store.due_timers(self.shard_id, horizon, limit)
+        if len(rows) == limit:
+            horizon = rows[-1].fire_ns
+        self.horizon_ns = horizon
+        self.offer(rows)
+
+    async def run(self) -> None:
+        while True:
+            now = self.clock.now_ns()
+            if now + self.window_ns // 2 >= self.horizon_ns:
+                await self._reload(now)
+            due: list[tuple[int, int, bytes]] = []
+            while self.heap and self.heap[0][0] <= now:
+                due.append(heapq.heappop(self.heap))
+            if due:
+                await self._fire(due)
+                continue
+            next_ns = self.horizon_ns - self.window_ns // 2
+            if self.heap:
+                next_ns = min(next_ns, self.heap[0][0])
+            self.wake.clear()
+            sleeper = asyncio.ensure_future(self.clock.sleep(max(0, next_ns - now) / NS))
+            waker = asyncio.ensure_future(self.wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+
+    async def _fire(self, due: list[tuple[int, int, bytes]]) -> None:
+        commands = []
+        for _, _, value in due:
+            task = decode_timer(value)
+            commands.append(
+                encode_command(
+                    Command(
+                        kind=CommandKind.TIMER_FIRED,
+                        domain_id=task.domain_id,
+                        workflow_id=task.workflow_id,
+                        run_id=task.run_id,
+                        args={"task": value},
+                    )
+                )
+            )
+        await self.log.produce(COMMAND_TOPIC, self.shard_id, commands)
+        ids = [task_id for _, task_id, _ in due]
+        await self.store.delete_timers(self.shard_id, ids)
+        self.ids.difference_update(ids)
+
+
+class TimerProcessor:
+    def __init__(
+        self, task_log: TaskLog, store: Store, clock: Clock, window_s: float = 60.0
+    ) -> None:
+        self.log = task_log
+        self.store = store
+        self.clock = clock
+        self.window_s = window_s
+        self._gates: dict[int, _Gate] = {}
+        self._gate_tasks: dict[int, asyncio.Task[None]] = {}
+        self.workers = PartitionWorkers(
+            task_log,
+            TIMER_TOPIC,
+            "cadenza-timer",
+            self._ingest,
+            on_assigned=self._assigned,
+            on_revoked=self._revoked,
+        )
+
+    async def start(self) -> None:
+        await self.workers.start()
+
+    async def stop(self) -> None:
+        await self.workers.stop()
+
+    async def _assigned(self, shard_id: int) -> None:
+        gate = _Gate(shard_id, self.store, self.log, self.clock, self.window_s)
+        self._gates[shard_id] = gate
+        self._gate_tasks[shard_id] = asyncio.create_task(self._guard(gate))
+
+    async def _guard(self, gate: _Gate) -> None:
+        while True:
+            try:
+                await gate.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("timer_gate_failed", shard_id=gate.shard_id)
+                gate.horizon_ns = 0
+                await asyncio.sleep(0.5)
+
+    async def _revoked(self, shard_id: int) -> None:
+        self._gates.pop(shard_id, None)
+        task = self._gate_tasks.pop(shard_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _ingest(self, shard_id: int, records: Sequence[Record]) -> None:
+        rows = []
+        for r in records:
+            task = decode_timer(r.value)
+            rows.append(TimerRow(fire_ns=task.fire_ns, task_id=task.task_id, value=r.value))
+        await self.store.put_timers(shard_id, rows)
+        gate = self._gates.get(shard_id)
+        if gate is not None:
+            gate.offer(rows)
