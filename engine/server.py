@@ -108,13 +108,14 @@ class Server:
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ]
         )
-        service_domain_pb2_grpc.add_DomainAPIServicer_to_server(self.domains, server)
-        service_workflow_pb2_grpc.add_WorkflowAPIServicer_to_server(WorkflowHandler(fe), server)
-        service_worker_pb2_grpc.add_WorkerAPIServicer_to_server(WorkerHandler(fe), server)
-        service_visibility_pb2_grpc.add_VisibilityAPIServicer_to_server(
+        # The generated registration functions are untyped.
+        service_domain_pb2_grpc.add_DomainAPIServicer_to_server(self.domains, server)  # type: ignore[no-untyped-call]
+        service_workflow_pb2_grpc.add_WorkflowAPIServicer_to_server(WorkflowHandler(fe), server)  # type: ignore[no-untyped-call]
+        service_worker_pb2_grpc.add_WorkerAPIServicer_to_server(WorkerHandler(fe), server)  # type: ignore[no-untyped-call]
+        service_visibility_pb2_grpc.add_VisibilityAPIServicer_to_server(  # type: ignore[no-untyped-call]
             VisibilityHandler(fe), server
         )
-        service_meta_pb2_grpc.add_MetaAPIServicer_to_server(MetaHandler(), server)
+        service_meta_pb2_grpc.add_MetaAPIServicer_to_server(MetaHandler(), server)  # type: ignore[no-untyped-call]
         self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         await server.start()
         self._grpc = server

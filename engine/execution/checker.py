@@ -115,9 +115,10 @@ def check_history(events: Sequence[history_pb2.HistoryEvent]) -> None:
             if attrs.timer_id in timers:
                 raise HistoryViolation(f"{where}: timer {attrs.timer_id!r} already pending")
             timers[attrs.timer_id] = event.event_id
-        elif field in ("timer_fired_event_attributes", "timer_canceled_event_attributes"):
-            if timers.pop(attrs.timer_id, None) != attrs.started_event_id:
-                raise HistoryViolation(f"{where}: timer {attrs.timer_id!r} not pending")
+        elif field in ("timer_fired_event_attributes", "timer_canceled_event_attributes") and (
+            timers.pop(attrs.timer_id, None) != attrs.started_event_id
+        ):
+            raise HistoryViolation(f"{where}: timer {attrs.timer_id!r} not pending")
         if field in CLOSE_FIELDS:
             closed_at = event.event_id
             scheduled_decision = started_decision = None

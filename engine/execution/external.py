@@ -12,7 +12,14 @@ from engine.errors import (
 )
 from engine.execution.mutation import RunMutation
 from engine.execution.protos import payload
-from engine.execution.starts import CLOSE_TERMINATED, close_run
+from engine.execution.starts import (
+    CLOSE_CANCELED,
+    CLOSE_COMPLETED,
+    CLOSE_FAILED,
+    CLOSE_TERMINATED,
+    CLOSE_TIMED_OUT,
+    close_run,
+)
 from engine.model.state import ChildInfo
 from engine.model.tasks import TimerTask
 
@@ -172,6 +179,15 @@ _CHILD_OUTCOME_FIELD = {
 }
 
 
+_STATUS_BY_CLOSE_FIELD: dict[str, int] = {
+    "workflow_execution_completed_event_attributes": CLOSE_COMPLETED,
+    "workflow_execution_failed_event_attributes": CLOSE_FAILED,
+    "workflow_execution_canceled_event_attributes": CLOSE_CANCELED,
+    "workflow_execution_timed_out_event_attributes": CLOSE_TIMED_OUT,
+    "workflow_execution_terminated_event_attributes": CLOSE_TERMINATED,
+}
+
+
 def child_completed(m: RunMutation, initiated_id: int, run_id: str, close_event: bytes) -> None:
     """The child's chain closed: append the matching Child* event (close_event is the child's
     serialized close HistoryEvent)."""
@@ -185,13 +201,7 @@ def child_completed(m: RunMutation, initiated_id: int, run_id: str, close_event:
         info = st.children[initiated_id]
     event = history_pb2.HistoryEvent.FromString(close_event)
     field = event.WhichOneof("attributes")
-    status = {
-        "workflow_execution_completed_event_attributes": workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_COMPLETED,
-        "workflow_execution_failed_event_attributes": workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_FAILED,
-        "workflow_execution_canceled_event_attributes": workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_CANCELED,
-        "workflow_execution_timed_out_event_attributes": workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_TIMED_OUT,
-        "workflow_execution_terminated_event_attributes": workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_TERMINATED,
-    }.get(field or "")
+    status = _STATUS_BY_CLOSE_FIELD.get(field or "")
     if status is None:
         return
     out_field, cls = _CHILD_OUTCOME_FIELD[status]

@@ -1,4 +1,5 @@
-"""Creating runs (start, signal-with-start, child, continue-as-new, retry, cron) and closing them."""
+"""Creating runs (start, signal-with-start, child, continue-as-new, retry, cron) and closing
+them."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ is usable at once.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -355,7 +356,9 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
         self._remember(domain)
         log.info("domain_registered", domain=domain.name, domain_id=domain.id)
 
-    async def _update(self, name: str, mutate: Any) -> domain_pb2.Domain:
+    async def _update(
+        self, name: str, mutate: Callable[[domain_pb2.Domain], None]
+    ) -> domain_pb2.Domain:
         """Read `name`, apply `mutate(domain)` and write it back, fenced on the version."""
         for _ in range(UPDATE_ATTEMPTS):
             record = await self._store.get_domain(name=name)

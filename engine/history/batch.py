@@ -77,7 +77,8 @@ class Batch:
         )
 
     def rollback(self) -> None:
-        assert self._undo is not None and self._undo_currents is not None
+        assert self._undo is not None
+        assert self._undo_currents is not None
         for key, raw, n_batches, vis in self._undo:
             entry = self.runs[key]
             entry.state = decode_state(raw)

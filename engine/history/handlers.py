@@ -33,7 +33,7 @@ from engine.history.batch import Batch, RunKey
 from engine.history.engine import ShardEngine
 from engine.ids import new_run_id
 from engine.model.commands import Command, CommandKind
-from engine.model.state import EMPTY_EVENT_ID, ParentInfo
+from engine.model.state import EMPTY_EVENT_ID, ActivityInfo, ParentInfo
 from engine.model.tasks import TimerKind, TransferKind, decode_timer
 
 Handler = Callable[[ShardEngine, Batch, Command], Awaitable[dict[str, Any]]]
@@ -306,7 +306,7 @@ async def handle_decision_failed(engine: ShardEngine, batch: Batch, cmd: Command
 # -- activities --------------------------------------------------------------------------------
 
 
-def _activity(m: RunMutation, args: dict[str, Any]) -> activities.ActivityInfo:
+def _activity(m: RunMutation, args: dict[str, Any]) -> ActivityInfo:
     if "activity_id" in args:
         info = m.state.activity_by_id(args["activity_id"])
         if info is None or not m.state.is_open or not info.is_started:
@@ -448,7 +448,7 @@ async def handle_timer_fired(engine: ShardEngine, batch: Batch, cmd: Command) ->
     return {}
 
 
-# -- results from other runs ------------------------------------------------------------------------
+# -- results from other runs ---------------------------------------------------------------
 
 
 async def handle_child_started(engine: ShardEngine, batch: Batch, cmd: Command) -> dict[str, Any]:

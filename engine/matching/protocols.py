@@ -63,7 +63,9 @@ class TaskMatcher(Protocol):
         self, domain_id: str, task_list: str, payload: bytes, timeout_seconds: float
     ) -> bool: ...
 
-    async def pollers(self, domain_id: str, task_list: str, task_type: TaskType) -> list[PollerInfo]:
+    async def pollers(
+        self, domain_id: str, task_list: str, task_type: TaskType
+    ) -> list[PollerInfo]:
         """Recent pollers of the task list (for DescribeTaskList)."""
         ...
 

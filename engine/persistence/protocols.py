@@ -237,8 +237,9 @@ class VisibilityStore(Protocol):
     ) -> VisibilityRecord | None: ...
 
 
-class Store(ShardStore, ExecutionStore, HistoryStore, TimerStore, DomainStore, VisibilityStore,
-            Protocol):
+class Store(
+    ShardStore, ExecutionStore, HistoryStore, TimerStore, DomainStore, VisibilityStore, Protocol
+):
     """Everything one backend provides; the composition root passes it to each role."""
 
     async def start(self) -> None: ...

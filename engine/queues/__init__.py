@@ -1,5 +1,5 @@
 """Partitioned logs: the shard command log and the transfer/timer task topics."""
 
-from engine.queues.protocols import LogConsumer, Record, RebalanceListener, TaskLog
+from engine.queues.protocols import LogConsumer, RebalanceListener, Record, TaskLog
 
 __all__ = ["LogConsumer", "RebalanceListener", "Record", "TaskLog"]

@@ -48,7 +48,11 @@ class LogConsumer(Protocol):
     def assignment(self) -> set[int]: ...
 
     async def getmany(
-        self, partitions: Sequence[int] | None = None, *, max_records: int = 500, timeout: float = 1.0
+        self,
+        partitions: Sequence[int] | None = None,
+        *,
+        max_records: int = 500,
+        timeout: float = 1.0,
     ) -> Mapping[int, Sequence[Record]]:
         """Wait up to `timeout` seconds for records on the given owned partitions (all owned ones
         when None). Returns records past each partition's position, and advances the position."""

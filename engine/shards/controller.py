@@ -150,7 +150,7 @@ class ShardController:
                 await self._publish(shard_id, result.transfer, result.timers)
                 if result.transfer or result.timers:
                     self._pending_ack[shard_id] = max(
-                        t.task_id for t in [*result.transfer, *result.timers]
+                        [t.task_id for t in result.transfer] + [t.task_id for t in result.timers]
                     )
                 if self.watcher is not None:
                     self.watcher.notify(result.written)
