@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -38,7 +39,11 @@ class ManualClock:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def sleep(self, seconds: float) -> None:
-        deadline = self._now + int(seconds * 1e9)
+    def sleep(self, seconds: float) -> Coroutine[Any, Any, None]:
+        # The deadline is fixed at the call, not when the coroutine first runs: a caller that
+        # wraps it in a task must not lose an `advance` that lands before the task starts.
+        return self._sleep_until(self._now + int(seconds * 1e9))
+
+    async def _sleep_until(self, deadline: int) -> None:
         while self._now < deadline:
             await self._changed.wait()

@@ -243,7 +243,9 @@ def on_timeout_timer(m: RunMutation, task: TimerTask) -> None:
                 )
                 return
     reason = f"cadenceInternal:Timeout {_TIMEOUT_NAMES.get(kind, 'UNKNOWN')}"
-    if _try_retry(m, info, reason, info.heartbeat_details):
+    # A timeout has no failure details (Cadence retries it with nil details); the heartbeat
+    # details stay on the activity for the next attempt.
+    if _try_retry(m, info, reason, None):
         return
     started = _started_event_id(m, info) if info.is_started else EMPTY_EVENT_ID
     last_failure = None

@@ -6,6 +6,7 @@ DecisionTaskFailed(cause) and none of the other decisions' events are kept.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,15 @@ from cadence.api.v1 import (
 from engine.errors import EntityNotExistsError
 from engine.execution import activities
 from engine.execution.mutation import RunMutation
-from engine.execution.protos import NS, dur, payload, retry_from_proto, secs
+from engine.execution.protos import (
+    NS,
+    dur,
+    payload,
+    retry_from_proto,
+    retry_policy_problem,
+    secs,
+    ts,
+)
 from engine.execution.starts import (
     CLOSE_CANCELED,
     CLOSE_COMPLETED,
@@ -46,6 +55,8 @@ from engine.model.state import (
 from engine.model.tasks import TimerKind, TimerTask, TransferKind
 
 MAX_BLOB = 2 * 1024 * 1024
+# ActivityMaxScheduleToStartTimeoutForRetry (dynamic-config default).
+MAX_SCHEDULE_TO_START_FOR_RETRY_S = 30 * 60
 
 
 class DecisionFailure(Exception):
@@ -82,6 +93,8 @@ def record_started(
     d.request_id = request_id
     d.identity = identity
     d.started_ns = m.now_ns
+    if attempt > 1:
+        d.timeout_s = _retry_timeout_s(attempt)
     if attempt == 0:
         event = m.add_event(
             "decision_task_started_event_attributes",
@@ -102,6 +115,14 @@ def record_started(
     return d
 
 
+def _retry_timeout_s(attempt: int) -> int:
+    """A decision failing again and again gets more time (Cadence's getNextDecisionTimeout):
+    from attempt 2 on, 1 min x 2^(attempt-2), at most 5 min, less up to 20 % jitter."""
+    interval = min(60.0 * 2 ** min(attempt - 2, 16), 300.0)
+    jitter = max(1, int(0.2 * interval))
+    return int(interval * 0.8 + random.randrange(jitter))
+
+
 def _started_decision(m: RunMutation, schedule_id: int, attempt: int) -> DecisionInfo:
     st = m.state
     d = st.decision
@@ -117,10 +138,11 @@ def _started_decision(m: RunMutation, schedule_id: int, attempt: int) -> Decisio
 
 
 def _persist_transient(m: RunMutation, d: DecisionInfo) -> None:
-    """A transient decision's Scheduled/Started events become real when it finishes."""
+    """A transient decision's Scheduled/Started events become real when it finishes, with
+    the times the poll showed them at (Cadence keeps the scheduled and started timestamps)."""
     if d.attempt == 0:
         return
-    m.add_event(
+    scheduled = m.add_event(
         "decision_task_scheduled_event_attributes",
         history_pb2.DecisionTaskScheduledEventAttributes(
             task_list=tasklist_pb2.TaskList(name=d.task_list),
@@ -128,16 +150,18 @@ def _persist_transient(m: RunMutation, d: DecisionInfo) -> None:
             attempt=d.attempt,
         ),
     )
-    m.add_event(
+    scheduled.event_time.CopyFrom(ts(d.scheduled_ns))
+    started = m.add_event(
         "decision_task_started_event_attributes",
         history_pb2.DecisionTaskStartedEventAttributes(
             scheduled_event_id=d.schedule_id, identity=d.identity, request_id=d.request_id
         ),
     )
+    started.event_time.CopyFrom(ts(d.started_ns))
 
 
 def _fail_decision(
-    m: RunMutation, d: DecisionInfo, cause: int, message: str, identity: str, checksum: str = ""
+    m: RunMutation, d: DecisionInfo, cause: int, details: bytes, identity: str, checksum: str = ""
 ) -> None:
     """DecisionTaskFailed (written for attempt 0 only), then a transient retry at once."""
     st = m.state
@@ -148,10 +172,9 @@ def _fail_decision(
                 scheduled_event_id=d.schedule_id,
                 started_event_id=d.started_id,
                 cause=cause,  # type: ignore[arg-type]
-                failure=common_pb2.Failure(reason=message[:1000]),
+                failure=common_pb2.Failure(reason="", details=details),
                 identity=identity,
                 binary_checksum=checksum,
-                request_id=d.request_id,
             ),
         )
     st.decision = None
@@ -168,8 +191,9 @@ def respond_failed(
     request: service_worker_pb2.RespondDecisionTaskFailedRequest,
 ) -> None:
     d = _started_decision(m, schedule_id, attempt)
-    message = request.details.data.decode("utf-8", "replace") if request.HasField("details") else ""
-    _fail_decision(m, d, request.cause, message, request.identity, request.binary_checksum)
+    _fail_decision(
+        m, d, request.cause, request.details.data, request.identity, request.binary_checksum
+    )
 
 
 def on_timeout_timer(m: RunMutation, task: TimerTask) -> None:
@@ -227,11 +251,16 @@ def respond_completed(
         st.decision = None
         st.last_processed_event = d.started_id
         st.completed_decisions += 1
-        applier = _Applier(m, env, completed.event_id, had_buffered)
-        for decision in request.decisions:
-            if not m.state.is_open:
-                if _is_close(decision):
-                    continue  # a second close decision is ignored
+        applier = _Applier(m, env, completed.event_id, had_buffered, request.identity)
+        for i, decision in enumerate(request.decisions):
+            if not m.state.is_open and _is_close(decision):
+                continue  # a second close decision is ignored
+            if not m.state.is_open or (
+                _is_close(decision) and not all(map(_is_close, request.decisions[i + 1 :]))
+            ):
+                # A close decision may create the next run (continue-as-new, retry, cron),
+                # which the rollback below cannot take back: a list that goes on after its
+                # close decision is refused before the close is applied.
                 raise _fail(
                     workflow_pb2.DECISION_TASK_FAILED_CAUSE_UNHANDLED_DECISION,
                     "decision after the workflow closed",
@@ -240,7 +269,7 @@ def respond_completed(
     except DecisionFailure as failure:
         m.rollback()
         _fail_decision(
-            m, d, failure.cause, failure.message, request.identity, request.binary_checksum
+            m, d, failure.cause, failure.message.encode(), request.identity, request.binary_checksum
         )
         return
     st = m.state
@@ -268,11 +297,14 @@ def _check_blob(data: bytes, cause: int, what: str) -> None:
 class _Applier:
     """Applies one decision list in order on the run; raises DecisionFailure to fail it."""
 
-    def __init__(self, m: RunMutation, env: DecisionEnv, dtc: int, had_buffered: bool) -> None:
+    def __init__(
+        self, m: RunMutation, env: DecisionEnv, dtc: int, had_buffered: bool, identity: str = ""
+    ) -> None:
         self.m = m
         self.env = env
         self.dtc = dtc
         self.had_buffered = had_buffered
+        self.identity = identity
         self.needs_decision = False
 
     def apply(self, decision: decision_pb2.Decision) -> None:
@@ -320,13 +352,17 @@ class _Applier:
             raise _fail(bad, "A valid ScheduleToCloseTimeout is not set on decision.")
         retry = None
         if a.HasField("retry_policy"):
+            problem = retry_policy_problem(a.retry_policy)
+            if problem:
+                raise _fail(bad, problem)
             retry = retry_from_proto(a.retry_policy)
-            if (
-                retry.initial_interval_s <= 0
-                or retry.backoff_coefficient < 1
-                or (retry.maximum_attempts == 0 and retry.expiration_s == 0)
-            ):
-                raise _fail(bad, "Invalid RetryPolicy on decision.")
+            # Retries happen inside the activity's timeouts: Cadence stretches them to the
+            # expiration (or the workflow timeout), schedule-to-start at most to 30 min and
+            # only when a schedule-to-start timeout may be retried.
+            expiration = retry.expiration_s if 0 < retry.expiration_s <= cap else cap
+            if "cadenceInternal:Timeout SCHEDULE_TO_START" not in retry.non_retryable_reasons:
+                s2s = max(s2s, min(expiration, MAX_SCHEDULE_TO_START_FOR_RETRY_S))
+            s2c = max(s2c, expiration)
         event = self.m.add_event(
             "activity_task_scheduled_event_attributes",
             history_pb2.ActivityTaskScheduledEventAttributes(
@@ -392,9 +428,11 @@ class _Applier:
             self.m.add_event(
                 "activity_task_canceled_event_attributes",
                 history_pb2.ActivityTaskCanceledEventAttributes(
+                    details=common_pb2.Payload(data=b"ACTIVITY_ID_NOT_STARTED"),
                     latest_cancel_requested_event_id=event.event_id,
                     scheduled_event_id=info.schedule_id,
                     started_event_id=EMPTY_EVENT_ID,
+                    identity=self.identity,
                 ),
             )
             self.needs_decision = True
@@ -437,6 +475,7 @@ class _Applier:
                     timer_id=a.timer_id,
                     cause="TIMER_ID_UNKNOWN",
                     decision_task_completed_event_id=self.dtc,
+                    identity=self.identity,
                 ),
             )
             return
@@ -446,16 +485,18 @@ class _Applier:
                 timer_id=a.timer_id,
                 started_event_id=info.started_id,
                 decision_task_completed_event_id=self.dtc,
+                identity=self.identity,
             ),
         )
 
     # -- closing -------------------------------------------------------------------------
 
-    def _check_unhandled(self) -> None:
+    def _check_unhandled(self, what: str = "complete workflow") -> None:
         if self.had_buffered:
             raise _fail(
                 workflow_pb2.DECISION_TASK_FAILED_CAUSE_UNHANDLED_DECISION,
-                "Workflow has unhandled events; close decision rejected.",
+                f"cannot {what}, new pending decisions were scheduled while this decision was "
+                "processing",
             )
 
     def _complete_workflow_execution(
@@ -516,7 +557,7 @@ class _Applier:
     def _cancel_workflow_execution(
         self, a: decision_pb2.CancelWorkflowExecutionDecisionAttributes
     ) -> None:
-        self._check_unhandled()
+        self._check_unhandled("process cancellation")
         self._close_canceled(a.details.data if a.HasField("details") else None)
 
     def _close_canceled(self, details: bytes | None) -> None:

@@ -3,6 +3,8 @@ workflow backoff, and the results of children and of external signal/cancel requ
 
 from __future__ import annotations
 
+from typing import Any
+
 from cadence.api.v1 import common_pb2, history_pb2, workflow_pb2
 
 from engine.errors import (
@@ -20,7 +22,7 @@ from engine.execution.starts import (
     CLOSE_TIMED_OUT,
     close_run,
 )
-from engine.model.state import ChildInfo
+from engine.model.state import EMPTY_EVENT_ID, ChildInfo
 from engine.model.tasks import TimerTask
 
 MAX_SIGNALS = 10_000
@@ -143,6 +145,10 @@ def child_start_failed(m: RunMutation, initiated_id: int, cause: int) -> None:
     if not st.is_open or info is None or info.run_id:
         return
     del st.children[initiated_id]
+    # Control and the decision id are copied from the Initiated event, as Cadence does.
+    initiated = history_pb2.StartChildWorkflowExecutionInitiatedEventAttributes.FromString(
+        info.initiated
+    )
     m.add_external_event(
         "start_child_workflow_execution_failed_event_attributes",
         history_pb2.StartChildWorkflowExecutionFailedEventAttributes(
@@ -150,12 +156,14 @@ def child_start_failed(m: RunMutation, initiated_id: int, cause: int) -> None:
             workflow_id=info.workflow_id,
             workflow_type=common_pb2.WorkflowType(name=info.workflow_type),
             cause=cause,  # type: ignore[arg-type]
+            control=initiated.control,
             initiated_event_id=initiated_id,
+            decision_task_completed_event_id=initiated.decision_task_completed_event_id,
         ),
     )
 
 
-_CHILD_OUTCOME_FIELD = {
+_CHILD_OUTCOME_FIELD: dict[int, tuple[str, Any]] = {
     workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_COMPLETED: (
         "child_workflow_execution_completed_event_attributes",
         history_pb2.ChildWorkflowExecutionCompletedEventAttributes,
@@ -245,6 +253,7 @@ def external_signal_result(m: RunMutation, initiated_id: int, failed_cause: int 
                 initiated_event_id=initiated_id,
                 domain=info.domain_name,
                 workflow_execution=execution,
+                control=info.control,
             ),
         )
     else:
@@ -252,9 +261,12 @@ def external_signal_result(m: RunMutation, initiated_id: int, failed_cause: int 
             "signal_external_workflow_execution_failed_event_attributes",
             history_pb2.SignalExternalWorkflowExecutionFailedEventAttributes(
                 cause=failed_cause,  # type: ignore[arg-type]
+                # Cadence writes the empty event id here, not the initiating decision's.
+                decision_task_completed_event_id=EMPTY_EVENT_ID,
                 domain=info.domain_name,
                 workflow_execution=execution,
                 initiated_event_id=initiated_id,
+                control=info.control,
             ),
         )
 
@@ -279,6 +291,7 @@ def external_cancel_result(m: RunMutation, initiated_id: int, failed_cause: int 
             "request_cancel_external_workflow_execution_failed_event_attributes",
             history_pb2.RequestCancelExternalWorkflowExecutionFailedEventAttributes(
                 cause=failed_cause,  # type: ignore[arg-type]
+                decision_task_completed_event_id=EMPTY_EVENT_ID,
                 domain=info.domain_name,
                 workflow_execution=execution,
                 initiated_event_id=initiated_id,

@@ -35,7 +35,7 @@ def payload(data: bytes | None) -> common_pb2.Payload | None:
 def retry_from_proto(policy: common_pb2.RetryPolicy) -> RetryPolicyState:
     return RetryPolicyState(
         initial_interval_s=secs(policy.initial_interval),
-        backoff_coefficient=policy.backoff_coefficient or 2.0,
+        backoff_coefficient=policy.backoff_coefficient,
         maximum_interval_s=secs(policy.maximum_interval),
         maximum_attempts=policy.maximum_attempts,
         non_retryable_reasons=list(policy.non_retryable_error_reasons),
@@ -73,3 +73,31 @@ def retry_delay_s(
     if expiration_ns and now_ns + delay_s * NS > expiration_ns:
         return None
     return delay_s
+
+
+def retry_policy_problem(policy: common_pb2.RetryPolicy) -> str | None:
+    """What is wrong with a retry policy, in Cadence's words (`common.ValidateRetryPolicy`),
+    or None. Shared by start validation and the ScheduleActivityTask decision."""
+    initial = secs(policy.initial_interval)
+    maximum = secs(policy.maximum_interval)
+    expiration = secs(policy.expiration_interval)
+    if initial <= 0:
+        return "InitialIntervalInSeconds must be greater than 0 on retry policy."
+    if policy.backoff_coefficient < 1:
+        return "BackoffCoefficient cannot be less than 1 on retry policy."
+    if maximum < 0:
+        return "MaximumIntervalInSeconds cannot be less than 0 on retry policy."
+    if 0 < maximum < initial:
+        return (
+            "MaximumIntervalInSeconds cannot be less than InitialIntervalInSeconds on retry policy."
+        )
+    if policy.maximum_attempts < 0:
+        return "MaximumAttempts cannot be less than 0 on retry policy."
+    if expiration < 0:
+        return "ExpirationIntervalInSeconds cannot be less than 0 on retry policy."
+    if policy.maximum_attempts == 0 and expiration == 0:
+        return (
+            "MaximumAttempts and ExpirationIntervalInSeconds are both 0. At least one of them "
+            "must be specified."
+        )
+    return None

@@ -23,6 +23,8 @@ CLOSE_CANCELED = workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_CANCELED
 CLOSE_TERMINATED = workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_TERMINATED
 CLOSE_CONTINUED_AS_NEW = workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_CONTINUED_AS_NEW
 CLOSE_TIMED_OUT = workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_TIMED_OUT
+# Cadence's IdentityHistoryService: the identity of events the server writes on its own.
+HISTORY_SERVICE_IDENTITY = "history-service"
 
 
 @dataclass
@@ -171,6 +173,7 @@ def search_attributes_proto(values: dict[str, bytes]) -> common_pb2.SearchAttrib
 def close_run(m: RunMutation, status: int, field: str, attrs: Any) -> history_pb2.HistoryEvent:
     """Append the close event and close the run: no decision, tasks go stale, parent told."""
     st = m.state
+    _force_close_decision(m)
     event = m.add_event(field, attrs)
     st.close_status = status
     st.close_ns = m.now_ns
@@ -181,6 +184,28 @@ def close_run(m: RunMutation, status: int, field: str, attrs: Any) -> history_pb
     m.transfer_task(TransferKind.CLOSE_EXECUTION)
     m.visibility_changed = True
     return event
+
+
+def _force_close_decision(m: RunMutation) -> None:
+    """A run closed from outside (terminate, timeout) while a decision is in flight: as in
+    Cadence's FailDecision, fail the decision first (FORCE_CLOSE_DECISION, written for attempt 0
+    only) and flush the buffered events. Nothing foreign lands between DecisionTaskStarted and
+    its end, and events already accepted (signals, activity results) are not lost."""
+    d = m.state.decision
+    if d is None or not m.decision_in_flight():
+        return
+    if d.attempt == 0:
+        m.add_event(
+            "decision_task_failed_event_attributes",
+            history_pb2.DecisionTaskFailedEventAttributes(
+                scheduled_event_id=d.schedule_id,
+                started_event_id=d.started_id,
+                cause=workflow_pb2.DECISION_TASK_FAILED_CAUSE_FORCE_CLOSE_DECISION,
+                identity=HISTORY_SERVICE_IDENTITY,
+            ),
+        )
+    m.state.decision = None
+    m.flush_buffered()
 
 
 def params_for_next_run(st: MutableState) -> StartParams:

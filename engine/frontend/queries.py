@@ -15,6 +15,7 @@ import msgspec
 from cadence.api.v1 import (
     common_pb2,
     query_pb2,
+    workflow_pb2,
 )
 from cadence.api.v1 import (
     service_workflow_pb2 as pb,
@@ -23,7 +24,7 @@ from cadence.api.v1 import (
 from engine.errors import QueryFailedError
 from engine.frontend.context import FrontendContext
 
-CLOSE_COMPLETED = 2  # WORKFLOW_EXECUTION_CLOSE_STATUS_COMPLETED
+CLOSE_COMPLETED = workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_COMPLETED
 
 
 class QueryTask(msgspec.Struct, array_like=True):

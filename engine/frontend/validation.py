@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 from cadence.api.v1 import (
     common_pb2,
     domain_pb2,
+    history_pb2,
     query_pb2,
     service_domain_pb2,
     service_visibility_pb2,
@@ -38,6 +39,7 @@ from cadence.api.v1 import (
 from croniter import croniter
 
 from engine.errors import BadRequestError
+from engine.execution.protos import retry_policy_problem
 
 # --- limits (Cadence's dynamic-config defaults) ---------------------------------------------
 
@@ -244,28 +246,9 @@ def check_task_token(token: bytes, decode: TokenDecoder | None = None) -> None:
 
 def validate_retry_policy(policy: common_pb2.RetryPolicy) -> None:
     """Cadence's `common.ValidateRetryPolicy`, on whole seconds."""
-    initial = duration_seconds(policy.initial_interval)
-    maximum = duration_seconds(policy.maximum_interval)
-    expiration = duration_seconds(policy.expiration_interval)
-    if initial <= 0:
-        raise BadRequestError("InitialIntervalInSeconds must be greater than 0 on retry policy.")
-    if policy.backoff_coefficient < 1:
-        raise BadRequestError("BackoffCoefficient cannot be less than 1 on retry policy.")
-    if maximum < 0:
-        raise BadRequestError("MaximumIntervalInSeconds cannot be less than 0 on retry policy.")
-    if maximum > 0 and maximum < initial:
-        raise BadRequestError(
-            "MaximumIntervalInSeconds cannot be less than InitialIntervalInSeconds on retry policy."
-        )
-    if policy.maximum_attempts < 0:
-        raise BadRequestError("MaximumAttempts cannot be less than 0 on retry policy.")
-    if expiration < 0:
-        raise BadRequestError("ExpirationIntervalInSeconds cannot be less than 0 on retry policy.")
-    if policy.maximum_attempts == 0 and expiration == 0:
-        raise BadRequestError(
-            "MaximumAttempts and ExpirationIntervalInSeconds are both 0. At least one of them "
-            "must be specified."
-        )
+    problem = retry_policy_problem(policy)
+    if problem:
+        raise BadRequestError(problem)
 
 
 def validate_cron_schedule(schedule: str) -> None:
@@ -447,6 +430,16 @@ def validate_get_history_request(
     check_domain(request.domain)
     check_execution(request)
     check_page_size(request.page_size)
+    check_enum(
+        "HistoryEventFilterType",
+        request.history_event_filter_type,
+        history_pb2.EventFilterType.values(),
+    )
+    check_enum(
+        "QueryConsistencyLevel",
+        request.query_consistency_level,
+        query_pb2.QueryConsistencyLevel.values(),
+    )
 
 
 def validate_describe_request(
@@ -454,6 +447,11 @@ def validate_describe_request(
 ) -> None:
     check_domain(request.domain)
     check_execution(request)
+    check_enum(
+        "QueryConsistencyLevel",
+        request.query_consistency_level,
+        query_pb2.QueryConsistencyLevel.values(),
+    )
 
 
 def validate_query_request(request: service_workflow_pb2.QueryWorkflowRequest) -> None:

@@ -15,6 +15,7 @@ from cadence.api.v1 import (
 
 from engine.errors import BadRequestError
 from engine.execution.protos import ts, ts_ns
+from engine.frontend import validation as v
 from engine.frontend.context import FrontendContext
 from engine.frontend.errors import rpc
 from engine.persistence.protocols import VisibilityRecord
@@ -90,6 +91,7 @@ class VisibilityHandler(service_visibility_pb2_grpc.VisibilityAPIServicer):
     async def ListOpenWorkflowExecutions(
         self, request: pb.ListOpenWorkflowExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListOpenWorkflowExecutionsResponse:
+        v.validate_list_open_request(request)
         earliest, latest = self._range(request)
         which = request.WhichOneof("filters")
         query = vq.open_filter(
@@ -109,6 +111,7 @@ class VisibilityHandler(service_visibility_pb2_grpc.VisibilityAPIServicer):
     async def ListClosedWorkflowExecutions(
         self, request: pb.ListClosedWorkflowExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListClosedWorkflowExecutionsResponse:
+        v.validate_list_closed_request(request)
         earliest, latest = self._range(request)
         which = request.WhichOneof("filters")
         query = vq.closed_filter(
@@ -129,6 +132,7 @@ class VisibilityHandler(service_visibility_pb2_grpc.VisibilityAPIServicer):
     async def ListWorkflowExecutions(
         self, request: pb.ListWorkflowExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListWorkflowExecutionsResponse:
+        v.validate_list_request(request)
         query = vq.parse_query(request.query)
         infos, token = await self._list(
             request.domain, query, request.page_size, request.next_page_token
@@ -139,6 +143,7 @@ class VisibilityHandler(service_visibility_pb2_grpc.VisibilityAPIServicer):
     async def ScanWorkflowExecutions(
         self, request: pb.ScanWorkflowExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScanWorkflowExecutionsResponse:
+        v.validate_list_request(request)
         query = vq.parse_query(request.query)
         infos, token = await self._list(
             request.domain, query, request.page_size, request.next_page_token
@@ -149,6 +154,7 @@ class VisibilityHandler(service_visibility_pb2_grpc.VisibilityAPIServicer):
     async def CountWorkflowExecutions(
         self, request: pb.CountWorkflowExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CountWorkflowExecutionsResponse:
+        v.validate_count_request(request)
         query = vq.parse_query(request.query)
         domain = await self.fe.domains.resolve(request.domain)
         count = await self.fe.store.count_visibility(domain.id, query)

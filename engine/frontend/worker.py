@@ -46,6 +46,13 @@ from engine.model.tasks import decode_dispatch
 FIRST_PAGE = 1000
 MAX_POLL_S = 60.0
 
+# Failure reasons Cadence records when a worker's payload is over the blob limit
+# (common/constants.go).
+COMPLETE_RESULT_EXCEEDS_LIMIT = "COMPLETE_RESULT_EXCEEDS_LIMIT"
+FAILURE_DETAILS_EXCEEDS_LIMIT = "FAILURE_DETAILS_EXCEEDS_LIMIT"
+CANCEL_DETAILS_EXCEEDS_LIMIT = "CANCEL_DETAILS_EXCEEDS_LIMIT"
+HEARTBEAT_EXCEEDS_LIMIT = "HEARTBEAT_EXCEEDS_LIMIT"
+
 
 class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
     def __init__(self, fe: FrontendContext) -> None:
@@ -176,6 +183,9 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
     ) -> pb.RespondDecisionTaskFailedResponse:
         v.validate_decision_failed_request(request)
         token = decode_task_token(request.task_token)
+        if len(request.details.data) > v.BLOB_SIZE_LIMIT:
+            # Cadence truncates these details: no client code reads them.
+            request.details.data = request.details.data[: v.BLOB_SIZE_LIMIT]
         await self._token_call(CommandKind.DECISION_FAILED, token, request)
         return pb.RespondDecisionTaskFailedResponse()
 
@@ -185,18 +195,36 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
     ) -> pb.RespondQueryTaskCompletedResponse:
         v.validate_query_completed_request(request)
         token = decode_task_token(request.task_token)
+        if not token.query_id:
+            # A decision or activity token: Cadence checks the query token's task id.
+            raise BadRequestError("Invalid TaskToken.")
         fut = self.fe.queries.get(token.query_id)
         if fut is None:
             raise EntityNotExistsError("query task not found, or already expired")
+        result = request.result
+        if len(result.answer.data) > v.BLOB_SIZE_LIMIT:
+            # Cadence answers the query with a failure rather than an oversized result.
+            result = query_pb2.WorkflowQueryResult(
+                result_type=query_pb2.QUERY_RESULT_TYPE_FAILED,
+                error_message="Query result exceeds size limit.",
+            )
         if not fut.done():
-            fut.set_result(request.result)
+            fut.set_result(result)
         return pb.RespondQueryTaskCompletedResponse()
 
     @rpc
     async def ResetStickyTaskList(
         self, request: pb.ResetStickyTaskListRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResetStickyTaskListResponse:
-        # Cadenza has no sticky task lists: every decision goes to the normal list.
+        # Cadenza has no sticky task lists: every decision goes to the normal list. The
+        # request is still checked, and the run must exist, as in Cadence.
+        v.validate_execution_request(request)
+        domain = await self.fe.domains.resolve(request.domain)
+        st = await self.fe.load_run(
+            domain.id, request.workflow_execution.workflow_id, request.workflow_execution.run_id
+        )
+        if not st.is_open:
+            raise EntityNotExistsError("Workflow execution already completed.")
         return pb.ResetStickyTaskListResponse()
 
     async def _token_call(
@@ -225,6 +253,22 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                 args={"activity_id": request.activity_id},
             )
         )
+
+    async def _activity_call(self, kind: CommandKind, request: Any) -> dict[str, Any]:
+        """An activity response or heartbeat, by task token or by ID.
+
+        A payload over the blob limit does not fail the call: as in Cadence, the activity
+        fails instead (see `_over_limit_failure`), and a heartbeat then answers
+        cancel_requested so the worker stops.
+        """
+        failed = _over_limit_failure(kind, request)
+        if failed is not None:
+            kind, request = CommandKind.ACTIVITY_FAILED, failed
+        if "task_token" in request.DESCRIPTOR.fields_by_name:
+            values = await self._token_call(kind, decode_task_token(request.task_token), request)
+        else:
+            values = await self._by_id_call(kind, request)
+        return {"cancel_requested": True} if failed is not None else values
 
     # -- activity tasks -----------------------------------------------------------------------
 
@@ -268,9 +312,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         self, request: pb.RespondActivityTaskCompletedRequest, context: grpc.aio.ServicerContext
     ) -> pb.RespondActivityTaskCompletedResponse:
         v.validate_activity_response(request)
-        await self._token_call(
-            CommandKind.ACTIVITY_COMPLETED, decode_task_token(request.task_token), request
-        )
+        await self._activity_call(CommandKind.ACTIVITY_COMPLETED, request)
         return pb.RespondActivityTaskCompletedResponse()
 
     @rpc
@@ -278,9 +320,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         self, request: pb.RespondActivityTaskFailedRequest, context: grpc.aio.ServicerContext
     ) -> pb.RespondActivityTaskFailedResponse:
         v.validate_activity_response(request)
-        await self._token_call(
-            CommandKind.ACTIVITY_FAILED, decode_task_token(request.task_token), request
-        )
+        await self._activity_call(CommandKind.ACTIVITY_FAILED, request)
         return pb.RespondActivityTaskFailedResponse()
 
     @rpc
@@ -288,9 +328,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         self, request: pb.RespondActivityTaskCanceledRequest, context: grpc.aio.ServicerContext
     ) -> pb.RespondActivityTaskCanceledResponse:
         v.validate_activity_response(request)
-        await self._token_call(
-            CommandKind.ACTIVITY_CANCELED, decode_task_token(request.task_token), request
-        )
+        await self._activity_call(CommandKind.ACTIVITY_CANCELED, request)
         return pb.RespondActivityTaskCanceledResponse()
 
     @rpc
@@ -298,9 +336,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         self, request: pb.RecordActivityTaskHeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordActivityTaskHeartbeatResponse:
         v.validate_activity_response(request)
-        values = await self._token_call(
-            CommandKind.ACTIVITY_HEARTBEAT, decode_task_token(request.task_token), request
-        )
+        values = await self._activity_call(CommandKind.ACTIVITY_HEARTBEAT, request)
         return pb.RecordActivityTaskHeartbeatResponse(cancel_requested=values["cancel_requested"])
 
     @rpc
@@ -308,7 +344,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         self, request: pb.RespondActivityTaskCompletedByIDRequest, context: grpc.aio.ServicerContext
     ) -> pb.RespondActivityTaskCompletedByIDResponse:
         v.validate_activity_by_id(request)
-        await self._by_id_call(CommandKind.ACTIVITY_COMPLETED, request)
+        await self._activity_call(CommandKind.ACTIVITY_COMPLETED, request)
         return pb.RespondActivityTaskCompletedByIDResponse()
 
     @rpc
@@ -316,7 +352,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         self, request: pb.RespondActivityTaskFailedByIDRequest, context: grpc.aio.ServicerContext
     ) -> pb.RespondActivityTaskFailedByIDResponse:
         v.validate_activity_by_id(request)
-        await self._by_id_call(CommandKind.ACTIVITY_FAILED, request)
+        await self._activity_call(CommandKind.ACTIVITY_FAILED, request)
         return pb.RespondActivityTaskFailedByIDResponse()
 
     @rpc
@@ -324,7 +360,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         self, request: pb.RespondActivityTaskCanceledByIDRequest, context: grpc.aio.ServicerContext
     ) -> pb.RespondActivityTaskCanceledByIDResponse:
         v.validate_activity_by_id(request)
-        await self._by_id_call(CommandKind.ACTIVITY_CANCELED, request)
+        await self._activity_call(CommandKind.ACTIVITY_CANCELED, request)
         return pb.RespondActivityTaskCanceledByIDResponse()
 
     @rpc
@@ -332,10 +368,41 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         self, request: pb.RecordActivityTaskHeartbeatByIDRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordActivityTaskHeartbeatByIDResponse:
         v.validate_activity_by_id(request)
-        values = await self._by_id_call(CommandKind.ACTIVITY_HEARTBEAT, request)
+        values = await self._activity_call(CommandKind.ACTIVITY_HEARTBEAT, request)
         return pb.RecordActivityTaskHeartbeatByIDResponse(
             cancel_requested=values["cancel_requested"]
         )
+
+
+def _over_limit_failure(kind: CommandKind, request: Any) -> Any | None:
+    """The RespondActivityTaskFailed(ByID) request Cadence's frontend sends in place of
+    `request` when its payload is over the blob limit (reason says which, payload cut to
+    the limit); None when the payload fits."""
+    if kind == CommandKind.ACTIVITY_COMPLETED:
+        data, reason = request.result.data, COMPLETE_RESULT_EXCEEDS_LIMIT
+    elif kind == CommandKind.ACTIVITY_CANCELED:
+        data, reason = request.details.data, CANCEL_DETAILS_EXCEEDS_LIMIT
+    elif kind == CommandKind.ACTIVITY_HEARTBEAT:
+        data, reason = request.details.data, HEARTBEAT_EXCEEDS_LIMIT
+    else:
+        data, reason = request.failure.details, FAILURE_DETAILS_EXCEEDS_LIMIT
+    if len(data) <= v.BLOB_SIZE_LIMIT:
+        return None
+    failure = common_pb2.Failure(reason=reason, details=data[: v.BLOB_SIZE_LIMIT])
+    failed: Any
+    if "task_token" in request.DESCRIPTOR.fields_by_name:
+        failed = pb.RespondActivityTaskFailedRequest(task_token=request.task_token)
+    else:
+        failed = pb.RespondActivityTaskFailedByIDRequest(
+            domain=request.domain,
+            workflow_execution=request.workflow_execution,
+            activity_id=request.activity_id,
+        )
+    failed.failure.CopyFrom(failure)
+    failed.identity = request.identity
+    if kind == CommandKind.ACTIVITY_FAILED and request.HasField("heartbeat_details"):
+        failed.heartbeat_details.CopyFrom(request.heartbeat_details)
+    return failed
 
 
 def _transient_events(values: dict[str, Any]) -> history_pb2.History:

@@ -20,7 +20,6 @@ from cadence.api.v1 import (
     service_workflow_pb2 as pb,
 )
 
-from engine.errors import BadRequestError
 from engine.execution.protos import ts
 from engine.frontend import validation as v
 from engine.frontend.context import FrontendContext
@@ -201,8 +200,7 @@ class WorkflowHandler(service_workflow_pb2_grpc.WorkflowAPIServicer):
     async def DescribeTaskList(
         self, request: pb.DescribeTaskListRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeTaskListResponse:
-        if not request.task_list.name:
-            raise BadRequestError("TaskList is not set on request.")
+        v.validate_describe_task_list_request(request)
         domain = await self.fe.domains.resolve(request.domain)
         kind = (
             TaskType.ACTIVITY

@@ -55,6 +55,9 @@ async def _resolve(
         run_id = cur.run_id
     if not await engine.load(batch, cmd.domain_id, cmd.workflow_id, run_id):
         raise EntityNotExistsError(f"Workflow execution not found: {cmd.workflow_id}/{run_id}")
+    # The batch must hold the current-run pointer before the run changes: closing the run
+    # updates the pointer's close status, continue-as-new moves it to the new run.
+    await engine.current(batch, cmd.domain_id, cmd.workflow_id)
     return (cmd.domain_id, cmd.workflow_id, run_id)
 
 

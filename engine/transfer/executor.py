@@ -227,8 +227,11 @@ class TransferExecutor:
             args={"initiated_id": task.event_id},
         )
         target_domain = await self.resolve_domain(info.domain_name)
-        failed = not target_domain or (
-            info.child_workflow_only and not _is_child(st, info.workflow_id, info.run_id)
+        # As in Cadence, a run may not signal or cancel its own workflow id (any run of it).
+        failed = (
+            not target_domain
+            or (target_domain == st.domain_id and info.workflow_id == st.workflow_id)
+            or (info.child_workflow_only and not _is_child(st, info.workflow_id, info.run_id))
         )
         if not failed:
             req = service_workflow_pb2.SignalWorkflowExecutionRequest(
@@ -278,8 +281,11 @@ class TransferExecutor:
             args={"initiated_id": task.event_id},
         )
         target_domain = await self.resolve_domain(info.domain_name)
-        failed = not target_domain or (
-            info.child_workflow_only and not _is_child(st, info.workflow_id, info.run_id)
+        # As in Cadence, a run may not signal or cancel its own workflow id (any run of it).
+        failed = (
+            not target_domain
+            or (target_domain == st.domain_id and info.workflow_id == st.workflow_id)
+            or (info.child_workflow_only and not _is_child(st, info.workflow_id, info.run_id))
         )
         if not failed:
             req = service_workflow_pb2.RequestCancelWorkflowExecutionRequest(
