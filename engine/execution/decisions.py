@@ -272,12 +272,49 @@ def respond_completed(
             m, d, failure.cause, failure.message.encode(), request.identity, request.binary_checksum
         )
         return
+    except BlobTooLarge as too_large:
+        m.rollback()
+        _fail_workflow_for_blob(m, d, request, str(too_large))
+        return
     st = m.state
     if not st.is_open:
         return
     woke = m.flush_buffered()
     if woke or request.force_create_new_decision_task or applier.needs_decision:
         m.schedule_decision()
+
+
+def _fail_workflow_for_blob(
+    m: RunMutation,
+    d: DecisionInfo,
+    request: service_worker_pb2.RespondDecisionTaskCompletedRequest,
+    message: str,
+) -> None:
+    """DecisionTaskCompleted, then WorkflowExecutionFailed(DECISION_BLOB_SIZE_EXCEEDS_LIMIT);
+    none of the task's decisions are applied, and the failure is never retried."""
+    _persist_transient(m, d)
+    completed = m.add_event(
+        "decision_task_completed_event_attributes",
+        history_pb2.DecisionTaskCompletedEventAttributes(
+            scheduled_event_id=d.schedule_id,
+            started_event_id=d.started_id,
+            identity=request.identity,
+            binary_checksum=request.binary_checksum,
+        ),
+    )
+    st = m.state
+    st.decision = None
+    st.last_processed_event = d.started_id
+    st.completed_decisions += 1
+    close_run(
+        m,
+        CLOSE_FAILED,
+        "workflow_execution_failed_event_attributes",
+        history_pb2.WorkflowExecutionFailedEventAttributes(
+            failure=common_pb2.Failure(reason=BLOB_SIZE_REASON, details=message.encode()),
+            decision_task_completed_event_id=completed.event_id,
+        ),
+    )
 
 
 def _is_close(decision: decision_pb2.Decision) -> bool:
@@ -289,9 +326,20 @@ def _is_close(decision: decision_pb2.Decision) -> bool:
     )
 
 
+class BlobTooLarge(Exception):
+    """A decision carries a blob over the limit: Cadence fails the workflow, not the task."""
+
+
+# The failure reason Cadence records when a decision's blob is over the limit; it is never
+# retried (a retry would only produce the same blob again).
+BLOB_SIZE_REASON = "DECISION_BLOB_SIZE_EXCEEDS_LIMIT"
+
+
 def _check_blob(data: bytes, cause: int, what: str) -> None:
     if len(data) > MAX_BLOB:
-        raise _fail(cause, f"{what} exceeds size limit")
+        if cause == workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_SIGNAL_INPUT_SIZE:
+            raise _fail(cause, f"{what} exceeds size limit")
+        raise BlobTooLarge(f"{what} exceeds size limit")
 
 
 class _Applier:

@@ -64,7 +64,8 @@ def retry_delay_s(
     """
     if policy.maximum_attempts > 0 and attempt >= policy.maximum_attempts - 1:
         return None
-    if reason in policy.non_retryable_reasons:
+    if reason in policy.non_retryable_reasons or reason.endswith("_EXCEEDS_LIMIT"):
+        # Size-limit failures (e.g. COMPLETE_RESULT_EXCEEDS_LIMIT) would only repeat.
         return None
     delay = policy.initial_interval_s * (policy.backoff_coefficient**attempt)
     if policy.maximum_interval_s > 0:

@@ -17,19 +17,23 @@ from collections.abc import Sequence
 import structlog
 
 from engine.clock import Clock
-from engine.errors import ShardOwnershipLostError
+from engine.errors import InternalServiceError, ShardOwnershipLostError
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, ReplySink
 from engine.history.engine import ShardEngine
 from engine.history.handlers import dispatch
 from engine.history.watch import RunWatcher
-from engine.model.commands import Command, CommandKind, encode_command
+from engine.model.commands import Command, CommandKind, Reply, decode_command, encode_command
 from engine.model.tasks import TimerTask, TransferTask, encode_task
-from engine.persistence.protocols import OutboxTask, Store
-from engine.queues.protocols import LogConsumer, TaskLog
+from engine.persistence.protocols import OutboxTask, ShardWrite, Store
+from engine.queues.protocols import LogConsumer, Record, TaskLog
 
 log = structlog.get_logger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+# Consecutive failures of a batch before commands are applied one at a time, and before a
+# single command that keeps failing deterministically is skipped.
+ISOLATE_AFTER = 3
+SKIP_AFTER = 6
 
 
 class ShardController:
@@ -135,9 +139,13 @@ class ShardController:
         last_commit = time.monotonic()
         committed_offset = engine.applied_offset
         backoff = 0.05
+        failures = 0
         while True:
+            records: Sequence[Record] = []
             try:
-                got = await consumer.getmany([shard_id], max_records=self.max_batch, timeout=1.0)
+                # After repeated failures, apply one command at a time to find the bad one.
+                limit = 1 if failures >= ISOLATE_AFTER else self.max_batch
+                got = await consumer.getmany([shard_id], max_records=limit, timeout=1.0)
                 records = got.get(shard_id, [])
                 ack = self._pending_ack.get(shard_id)
                 if not records and ack is None:
@@ -164,6 +172,7 @@ class ShardController:
                     committed_offset = engine.applied_offset
                     last_commit = now
                 backoff = 0.05
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except ShardOwnershipLostError:
@@ -171,8 +180,18 @@ class ShardController:
                 self.engines.pop(shard_id, None)
                 self._loops.pop(shard_id, None)
                 return
-            except Exception:
-                log.exception("shard_batch_failed", shard_id=shard_id)
+            except Exception as exc:
+                log.exception("shard_batch_failed", shard_id=shard_id, failures=failures)
+                failures += 1
+                deterministic = not getattr(exc, "retryable", False)
+                if deterministic and failures >= SKIP_AFTER and len(records) == 1:
+                    # One command fails the same way every time (a bug, or state the store
+                    # and the cache disagree on): answer it with an error and move past it
+                    # rather than stop the whole shard. Store outages are retryable and are
+                    # never skipped.
+                    with contextlib.suppress(Exception):
+                        await self._skip(shard_id, engine, records[0], exc)
+                        failures = 0
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 consumer.seek(shard_id, engine.applied_offset)
@@ -180,6 +199,26 @@ class ShardController:
                     # Tasks written but maybe not published: publish the outbox again.
                     info = await self.store.get_shard(shard_id)
                     await self._republish_outbox(shard_id, info.outbox_ack if info else 0)
+
+    async def _skip(
+        self, shard_id: int, engine: ShardEngine, record: Record, exc: Exception
+    ) -> None:
+        await self.store.write_shard(
+            ShardWrite(shard_id, engine.range_id, applied_offset=record.offset + 1)
+        )
+        engine.applied_offset = record.offset + 1
+        log.error("command_skipped", shard_id=shard_id, offset=record.offset, error=repr(exc))
+        cmd = decode_command(record.value)
+        if cmd.reply_to:
+            await self.replies.send_reply(
+                cmd.reply_to,
+                Reply(
+                    key=cmd.reply_key,
+                    ok=False,
+                    error_kind=InternalServiceError.kind,
+                    error_message=f"the shard could not apply this request: {exc!r}",
+                ),
+            )
 
     async def _publish(
         self, shard_id: int, transfer: Sequence[TransferTask], timers: Sequence[TimerTask]

@@ -914,3 +914,22 @@ async def test_official_workflow_decisions_produce_their_events(
     upsert = by_type["UpsertWorkflowSearchAttributes"]
     fields = upsert.upsert_workflow_search_attributes_event_attributes.search_attributes
     assert fields.indexed_fields["CustomKeywordField"].data == b'"green"'
+
+
+async def test_decision_blob_over_the_limit_fails_the_workflow(client: Client) -> None:
+    """A 3 MB result fails the run (not the task), none of the task's decisions apply, and
+    a retry policy does not retry it."""
+    execution, tl = await _start(client)
+    task = await poll_decision(client, tl)
+    big = complete_workflow(b"x" * (3 * 1024 * 1024))
+    await respond_decision(client, task, schedule_activity("a1", tl, schedule_to_close=10), big)
+    events = await checked_history(client, execution)
+    assert event_types(events) == [
+        *FIRST_DECISION,
+        "DecisionTaskCompleted",
+        "WorkflowExecutionFailed",
+    ]
+    failed = events[4].workflow_execution_failed_event_attributes
+    assert failed.failure.reason == "DECISION_BLOB_SIZE_EXCEEDS_LIMIT"
+    assert b"exceeds size limit" in failed.failure.details
+    assert failed.decision_task_completed_event_id == 4
