@@ -43,10 +43,8 @@ async def _run_dev(args: argparse.Namespace) -> int:
         host=args.host,
         num_shards=args.shards,
     )
-    server = Server(config)
+    server = Server(config, bootstrap_domain=args.domain)
     await server.start()
-    if args.domain:
-        await server.domains.ensure_domain(args.domain)
     print(
         f"cadenza dev: serving uber.cadence.api.v1 on {server.address} (db {args.db}, "
         f"{config.num_shards} shards, domain {args.domain!r})",

@@ -48,8 +48,12 @@ MAX_MESSAGE = 8 * 1024 * 1024
 class Server:
     """All roles of one process; `async with Server(config)` or start()/stop()."""
 
-    def __init__(self, config: EngineConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig, clock: Clock | None = None, bootstrap_domain: str = ""
+    ) -> None:
         self.config = config
+        # Registered (if missing) before the API listens, so no client sees it missing.
+        self.bootstrap_domain = bootstrap_domain
         self.clock = clock or SystemClock()
         self.node_id = config.node_id or f"{socket.gethostname()}:{os.getpid()}"
         self.port = config.port
@@ -92,6 +96,8 @@ class Server:
             await comp.start()
             self._components.append(comp)
 
+        if self.bootstrap_domain:
+            await self.domains.ensure_domain(self.bootstrap_domain)
         fe = FrontendContext(
             store=self.store,
             bus=self.bus,
