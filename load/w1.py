@@ -116,7 +116,7 @@ async def run_w1(
             latencies.append((time.perf_counter() - t0) * 1000)
             done += 1
 
-    worker = Worker(client, task_list, registry, decision_task_pollers=8, activity_task_pollers=8)
+    worker = Worker(client, task_list, registry, decision_task_pollers=32, activity_task_pollers=32)
     async with worker:
         start = time.perf_counter()
         progress = asyncio.create_task(_progress(lambda: done, workflows))

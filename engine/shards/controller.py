@@ -155,16 +155,18 @@ class ShardController:
                     continue
                 result = await engine.apply_batch(records, dispatch, outbox_ack=ack)
                 self._pending_ack[shard_id] = None
-                await self._publish(shard_id, result.transfer, result.timers)
-                if result.transfer or result.timers:
-                    self._pending_ack[shard_id] = max(
-                        [t.task_id for t in result.transfer] + [t.task_id for t in result.timers]
-                    )
+                # The write is durable and its tasks sit in the outbox, so callers can have
+                # their answers before the tasks are published (a crash republishes them).
                 if self.watcher is not None:
                     self.watcher.notify(result.written)
                 for cmd, reply in result.replies:
                     if cmd.reply_to:
                         await self.replies.send_reply(cmd.reply_to, reply)
+                await self._publish(shard_id, result.transfer, result.timers)
+                if result.transfer or result.timers:
+                    self._pending_ack[shard_id] = max(
+                        [t.task_id for t in result.transfer] + [t.task_id for t in result.timers]
+                    )
                 now = time.monotonic()
                 if now - last_commit > COMMIT_INTERVAL_S:
                     # Offsets are an optimisation: applied_offset in the store is the truth.

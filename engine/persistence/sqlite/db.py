@@ -55,6 +55,11 @@ class SqliteDatabase:
         self._executor: ThreadPoolExecutor | None = None
         # Touched only on the worker thread (check_same_thread stays on to prove it).
         self._conn: sqlite3.Connection | None = None
+        # Reads run on a second thread with their own connection: in WAL mode they see the
+        # last committed state without queueing behind writes (the hot path reads run state
+        # and history while shards write). An in-memory database has one connection only.
+        self._reader: ThreadPoolExecutor | None = None
+        self._reader_conn: sqlite3.Connection | None = None
         self._users = 0
         self._lifecycle = asyncio.Lock()
 
@@ -73,6 +78,10 @@ class SqliteDatabase:
                     executor.shutdown(wait=False)
                     raise
                 self._executor = executor
+                if self.path != ":memory:" and not self.path.startswith("file::memory:"):
+                    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadenza-sqlr")
+                    await asyncio.get_running_loop().run_in_executor(reader, self._connect_reader)
+                    self._reader = reader
             self._users += 1
 
     async def close(self) -> None:
@@ -86,6 +95,10 @@ class SqliteDatabase:
             executor = self._executor
             assert executor is not None
             self._executor = None
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                await asyncio.get_running_loop().run_in_executor(reader, self._disconnect_reader)
+                await asyncio.to_thread(reader.shutdown, True)
             try:
                 await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
             finally:
@@ -98,8 +111,18 @@ class SqliteDatabase:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """Run `fn(conn, ...)` in a deferred (read) transaction on the worker thread."""
-        return await self._submit("BEGIN", fn, *args, **kwargs)
+        """Run `fn(conn, ...)` in a deferred (read) transaction on the reader thread: it sees
+        every transaction committed before it starts."""
+        reader = self._reader
+        if reader is None:
+            return await self._submit("BEGIN", fn, *args, **kwargs)
+
+        def run() -> T:
+            return self._transaction(
+                "BEGIN", lambda conn: fn(conn, *args, **kwargs), self._reader_conn
+            )
+
+        return await asyncio.get_running_loop().run_in_executor(reader, run)
 
     async def write(
         self,
@@ -132,8 +155,13 @@ class SqliteDatabase:
 
     # --- worker thread only -------------------------------------------------------------
 
-    def _transaction(self, begin: str, body: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._conn
+    def _transaction(
+        self,
+        begin: str,
+        body: Callable[[sqlite3.Connection], T],
+        conn: sqlite3.Connection | None = None,
+    ) -> T:
+        conn = conn or self._conn
         if conn is None:
             raise PersistenceError(f"sqlite database {self.path!r} is not open")
         try:
@@ -181,6 +209,19 @@ class SqliteDatabase:
                 raise PersistenceError(f"sqlite {self.path}: {exc}") from exc
             raise
         self._conn = conn
+
+    def _connect_reader(self) -> None:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=512)
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        except sqlite3.Error as exc:
+            raise PersistenceError(f"sqlite {self.path}: {exc}") from exc
+        self._reader_conn = conn
+
+    def _disconnect_reader(self) -> None:
+        conn, self._reader_conn = self._reader_conn, None
+        if conn is not None:
+            conn.close()
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
