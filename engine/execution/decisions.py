@@ -236,21 +236,7 @@ def respond_completed(
     had_buffered = bool(st.buffered)
     m.checkpoint()
     try:
-        _persist_transient(m, d)
-        completed = m.add_event(
-            "decision_task_completed_event_attributes",
-            history_pb2.DecisionTaskCompletedEventAttributes(
-                scheduled_event_id=d.schedule_id,
-                started_event_id=d.started_id,
-                identity=request.identity,
-                binary_checksum=request.binary_checksum,
-                execution_context=request.execution_context,
-            ),
-        )
-        st = m.state
-        st.decision = None
-        st.last_processed_event = d.started_id
-        st.completed_decisions += 1
+        completed = _record_completed(m, d, request)
         applier = _Applier(m, env, completed.event_id, had_buffered, request.identity)
         for i, decision in enumerate(request.decisions):
             if not m.state.is_open and _is_close(decision):
@@ -284,14 +270,13 @@ def respond_completed(
         m.schedule_decision()
 
 
-def _fail_workflow_for_blob(
+def _record_completed(
     m: RunMutation,
     d: DecisionInfo,
     request: service_worker_pb2.RespondDecisionTaskCompletedRequest,
-    message: str,
-) -> None:
-    """DecisionTaskCompleted, then WorkflowExecutionFailed(DECISION_BLOB_SIZE_EXCEEDS_LIMIT);
-    none of the task's decisions are applied, and the failure is never retried."""
+) -> history_pb2.HistoryEvent:
+    """Write DecisionTaskCompleted (after a transient decision's own events) and end the
+    decision in mutable state."""
     _persist_transient(m, d)
     completed = m.add_event(
         "decision_task_completed_event_attributes",
@@ -300,12 +285,25 @@ def _fail_workflow_for_blob(
             started_event_id=d.started_id,
             identity=request.identity,
             binary_checksum=request.binary_checksum,
+            execution_context=request.execution_context,
         ),
     )
     st = m.state
     st.decision = None
     st.last_processed_event = d.started_id
     st.completed_decisions += 1
+    return completed
+
+
+def _fail_workflow_for_blob(
+    m: RunMutation,
+    d: DecisionInfo,
+    request: service_worker_pb2.RespondDecisionTaskCompletedRequest,
+    message: str,
+) -> None:
+    """DecisionTaskCompleted, then WorkflowExecutionFailed(DECISION_BLOB_SIZE_EXCEEDS_LIMIT);
+    none of the task's decisions are applied, and the failure is never retried."""
+    completed = _record_completed(m, d, request)
     close_run(
         m,
         CLOSE_FAILED,

@@ -8,6 +8,7 @@ dedupes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from cadence.api.v1 import common_pb2, history_pb2, service_workflow_pb2, workflow_pb2
@@ -21,7 +22,7 @@ from engine.history.bus import CommandBus
 from engine.ids import shard_for
 from engine.matching.protocols import TaskMatcher, TaskType
 from engine.model.commands import Command, CommandKind
-from engine.model.state import MutableState, decode_state
+from engine.model.state import ExternalRequestInfo, MutableState, decode_state
 from engine.model.tasks import DispatchTask, TransferKind, TransferTask, encode_dispatch
 from engine.persistence.protocols import Store
 
@@ -213,73 +214,69 @@ class TransferExecutor:
     # -- external signal / cancel ------------------------------------------------------------------
 
     async def handle_signal_execution(self, task: TransferTask) -> None:
-        st = await self._state(task)
-        if st is None or not st.is_open:
-            return
-        info = st.signals_out.get(task.event_id)
-        if info is None:
-            return
-        result = Command(
-            kind=CommandKind.EXTERNAL_SIGNALED,
-            domain_id=st.domain_id,
-            workflow_id=st.workflow_id,
-            run_id=st.run_id,
-            args={"initiated_id": task.event_id},
-        )
-        target_domain = await self.resolve_domain(info.domain_name)
-        # As in Cadence, a run may not signal or cancel its own workflow id (any run of it).
-        failed = (
-            not target_domain
-            or (target_domain == st.domain_id and info.workflow_id == st.workflow_id)
-            or (info.child_workflow_only and not _is_child(st, info.workflow_id, info.run_id))
-        )
-        if not failed:
+        def signal(st: MutableState, info: ExternalRequestInfo, domain_id: str) -> Command:
             req = service_workflow_pb2.SignalWorkflowExecutionRequest(
                 domain=info.domain_name,
-                workflow_execution=common_pb2.WorkflowExecution(
-                    workflow_id=info.workflow_id, run_id=info.run_id
-                ),
+                workflow_execution=_execution(info),
                 identity="cadence-history-server",
                 request_id=info.request_id,
                 signal_name=info.signal_name,
-                signal_input=common_pb2.Payload(data=info.input)
-                if info.input is not None
-                else None,
+                signal_input=None if info.input is None else common_pb2.Payload(data=info.input),
                 control=info.control,
             )
-            try:
-                await self.bus.call(
-                    Command(
-                        kind=CommandKind.SIGNAL,
-                        domain_id=target_domain,
-                        workflow_id=info.workflow_id,
-                        run_id=info.run_id,
-                        request=req.SerializeToString(),
-                    )
-                )
-            except EntityNotExistsError:
-                failed = True
-        if failed:
-            result.kind = CommandKind.EXTERNAL_SIGNAL_FAILED
-            result.args["cause"] = (
-                workflow_pb2.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED_CAUSE_UNKNOWN_EXTERNAL_WORKFLOW_EXECUTION
-            )
-        await self.bus.post(result)
+            return _target_command(CommandKind.SIGNAL, info, domain_id, req)
+
+        await self._request_external(
+            task,
+            lambda st: st.signals_out,
+            signal,
+            CommandKind.EXTERNAL_SIGNALED,
+            CommandKind.EXTERNAL_SIGNAL_FAILED,
+            workflow_pb2.SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_FAILED_CAUSE_UNKNOWN_EXTERNAL_WORKFLOW_EXECUTION,
+        )
 
     async def handle_cancel_execution(self, task: TransferTask) -> None:
+        def cancel(st: MutableState, info: ExternalRequestInfo, domain_id: str) -> Command:
+            req = service_workflow_pb2.RequestCancelWorkflowExecutionRequest(
+                domain=info.domain_name,
+                workflow_execution=_execution(info),
+                identity="cadence-history-server",
+                request_id=info.request_id,
+            )
+            cmd = _target_command(CommandKind.REQUEST_CANCEL, info, domain_id, req)
+            cmd.args = {
+                "initiated_id": task.event_id,
+                "source_workflow_id": st.workflow_id,
+                "source_run_id": st.run_id,
+            }
+            return cmd
+
+        await self._request_external(
+            task,
+            lambda st: st.request_cancels,
+            cancel,
+            CommandKind.EXTERNAL_CANCEL_REQUESTED,
+            CommandKind.EXTERNAL_CANCEL_FAILED,
+            workflow_pb2.CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED_CAUSE_UNKNOWN_EXTERNAL_WORKFLOW_EXECUTION,
+        )
+
+    async def _request_external(
+        self,
+        task: TransferTask,
+        pending: Callable[[MutableState], dict[int, ExternalRequestInfo]],
+        make: Callable[[MutableState, ExternalRequestInfo, str], Command],
+        ok_kind: CommandKind,
+        failed_kind: CommandKind,
+        failed_cause: int,
+    ) -> None:
+        """Deliver a signal or cancel request to another workflow, then report the outcome
+        to the requesting run (…Signaled/…CancelRequested, or …Failed)."""
         st = await self._state(task)
         if st is None or not st.is_open:
             return
-        info = st.request_cancels.get(task.event_id)
+        info = pending(st).get(task.event_id)
         if info is None:
             return
-        result = Command(
-            kind=CommandKind.EXTERNAL_CANCEL_REQUESTED,
-            domain_id=st.domain_id,
-            workflow_id=st.workflow_id,
-            run_id=st.run_id,
-            args={"initiated_id": task.event_id},
-        )
         target_domain = await self.resolve_domain(info.domain_name)
         # As in Cadence, a run may not signal or cancel its own workflow id (any run of it).
         failed = (
@@ -288,39 +285,40 @@ class TransferExecutor:
             or (info.child_workflow_only and not _is_child(st, info.workflow_id, info.run_id))
         )
         if not failed:
-            req = service_workflow_pb2.RequestCancelWorkflowExecutionRequest(
-                domain=info.domain_name,
-                workflow_execution=common_pb2.WorkflowExecution(
-                    workflow_id=info.workflow_id, run_id=info.run_id
-                ),
-                identity="cadence-history-server",
-                request_id=info.request_id,
-            )
             try:
-                await self.bus.call(
-                    Command(
-                        kind=CommandKind.REQUEST_CANCEL,
-                        domain_id=target_domain,
-                        workflow_id=info.workflow_id,
-                        run_id=info.run_id,
-                        request=req.SerializeToString(),
-                        args={
-                            "initiated_id": task.event_id,
-                            "source_workflow_id": st.workflow_id,
-                            "source_run_id": st.run_id,
-                        },
-                    )
-                )
+                await self.bus.call(make(st, info, target_domain))
             except CancellationAlreadyRequestedError:
                 pass  # asked before: the request stands
             except EntityNotExistsError:
                 failed = True
+        args: dict[str, int] = {"initiated_id": task.event_id}
         if failed:
-            result.kind = CommandKind.EXTERNAL_CANCEL_FAILED
-            result.args["cause"] = (
-                workflow_pb2.CANCEL_EXTERNAL_WORKFLOW_EXECUTION_FAILED_CAUSE_UNKNOWN_EXTERNAL_WORKFLOW_EXECUTION
+            args["cause"] = failed_cause
+        await self.bus.post(
+            Command(
+                kind=failed_kind if failed else ok_kind,
+                domain_id=st.domain_id,
+                workflow_id=st.workflow_id,
+                run_id=st.run_id,
+                args=args,
             )
-        await self.bus.post(result)
+        )
+
+
+def _execution(info: ExternalRequestInfo) -> common_pb2.WorkflowExecution:
+    return common_pb2.WorkflowExecution(workflow_id=info.workflow_id, run_id=info.run_id)
+
+
+def _target_command(
+    kind: CommandKind, info: ExternalRequestInfo, domain_id: str, request: Any
+) -> Command:
+    return Command(
+        kind=kind,
+        domain_id=domain_id,
+        workflow_id=info.workflow_id,
+        run_id=info.run_id,
+        request=request.SerializeToString(),
+    )
 
 
 def _is_child(st: MutableState, workflow_id: str, run_id: str) -> bool:
