@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Install everything and run every check: formatting, lint, types, and the whole test suite.
+# Install everything, start the real services (Kafka, Cassandra, Redis on loopback, via
+# deploy/local-cluster), and run every check: formatting, lint, types, the whole test suite
+# (embedded backends and the real ones). The services are stopped again at the end unless
+# CADENZA_KEEP_CLUSTER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash deploy/install.sh ".[dev]"
+bash deploy/install.sh ".[dev,distributed]"
 . .venv/bin/activate
 echo "== ruff format --check"; ruff format --check engine workers load tests
 echo "== ruff check"; ruff check engine workers load tests
 echo "== mypy (strict)"; mypy
+echo "== local cluster"
+if [ "${CADENZA_KEEP_CLUSTER:-0}" != 1 ]; then
+  trap 'deploy/local-cluster down || true' EXIT
+fi
+deploy/local-cluster up
 echo "== pytest"
 python -m pytest -q -p no:cacheprovider "$@"

@@ -84,29 +84,39 @@ class RunMutation:
     def flush_buffered(self) -> bool:
         """Append the buffered events with fresh ids; True if any of them wakes the decider.
 
-        Events that referred to a buffered ActivityTaskStarted get its real id now.
+        Events that referred to a buffered ActivityTaskStarted (by scheduled id) or
+        ChildWorkflowExecutionStarted (by initiated id) get its real id now.
         """
         st = self.state
         if not st.buffered:
             return False
         buffered, st.buffered = st.buffered, []
-        started_ids: dict[int, int] = {}
+        activity_started: dict[int, int] = {}
+        child_started: dict[int, int] = {}
         wakes = False
         for raw in buffered:
             event = history_pb2.HistoryEvent.FromString(raw)
             field = event.WhichOneof("attributes")
             assert field is not None
             attrs = getattr(event, field)
+            if getattr(attrs, "started_event_id", None) == BUFFERED_EVENT_ID:
+                if field.startswith("activity_task_"):
+                    ref = activity_started.get(attrs.scheduled_event_id, EMPTY_EVENT_ID)
+                else:
+                    ref = child_started.get(attrs.initiated_event_id, EMPTY_EVENT_ID)
+                attrs.started_event_id = ref
+            new = self.add_event(field, attrs)
             if field == "activity_task_started_event_attributes":
-                new = self.add_event(field, attrs)
-                started_ids[attrs.scheduled_event_id] = new.event_id
+                activity_started[attrs.scheduled_event_id] = new.event_id
                 info = st.activities.get(attrs.scheduled_event_id)
                 if info is not None and info.started_id == BUFFERED_EVENT_ID:
                     info.started_id = new.event_id
-                continue
-            if getattr(attrs, "started_event_id", None) == BUFFERED_EVENT_ID:
-                attrs.started_event_id = started_ids.get(attrs.scheduled_event_id, EMPTY_EVENT_ID)
-            self.add_event(field, attrs)
+                continue  # a start alone does not wake the decider
+            if field == "child_workflow_execution_started_event_attributes":
+                child_started[attrs.initiated_event_id] = new.event_id
+                child = st.children.get(attrs.initiated_event_id)
+                if child is not None and child.started_id == BUFFERED_EVENT_ID:
+                    child.started_id = new.event_id
             wakes = True
         return wakes
 

@@ -10,4 +10,8 @@ def open_matcher(url: str) -> TaskMatcher:
         from engine.matching.memory import MemoryTaskMatcher
 
         return MemoryTaskMatcher()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from engine.matching.redis import RedisTaskMatcher
+
+        return RedisTaskMatcher(url)
     raise ValueError(f"unsupported matching url {url!r} (expected memory:// or redis://)")

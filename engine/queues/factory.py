@@ -1,7 +1,9 @@
 """Pick the partitioned-log backend by URL; backends are imported only when asked for.
 
     memory://            InProcessTaskLog on the embedded store's SQLite file (durable)
-    kafka://host:9092    KafkaTaskLog (the distributed extra)
+    kafka://host:9092[,host:9092][/namespace]
+                         KafkaTaskLog (the distributed extra); the namespace prefixes
+                         its topic and group names
 
 Nothing registers at import time, so `cadenza dev` never imports aiokafka.
 """

@@ -3,23 +3,26 @@
 A backend factory takes a per-test namespace (a tmp directory) and the topics, and returns an
 unstarted log; calling it again with the same namespace reaches the same records and committed
 offsets (that is how restarts are tested). The in-process log runs on its own file and on a
-`SqliteStore`'s file; Kafka joins the list when its adapter lands. Tests at the end that need
-internals are specific to the in-process log.
+`SqliteStore`'s file; the Kafka log runs on the broker of `deploy/local-cluster` (it must be up:
+an unreachable broker fails the tests), each test under a namespace of its own whose topics are
+deleted afterwards. Tests at the end that need internals are specific to the in-process log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from engine.errors import ShardOwnershipLostError
+from engine.errors import PersistenceError, ShardOwnershipLostError
 from engine.persistence.protocols import ShardWrite
 from engine.persistence.sqlite.store import SqliteStore
 from engine.queues.factory import open_task_log
@@ -27,6 +30,17 @@ from engine.queues.inprocess import InProcessTaskLog
 from engine.queues.protocols import LogConsumer, Record, TaskLog
 
 LogFactory = Callable[[Path, Mapping[str, int]], TaskLog]
+
+KAFKA = f"127.0.0.1:{os.environ.get('LOCAL_CLUSTER_KAFKA_PORT', '9092')}"
+
+
+def kafka_log(ns: Path, topics: Mapping[str, int]) -> TaskLog:
+    """A Kafka log in a namespace of its own, remembered in `ns` so that a reopen finds it."""
+    marker = ns / "kafka-namespace"
+    if not marker.exists():
+        marker.write_text(f"cadenza-conformance-{uuid.uuid4().hex[:12]}")
+    return open_task_log(f"kafka://{KAFKA}/{marker.read_text()}", topics)
+
 
 BACKENDS = [
     pytest.param(
@@ -37,6 +51,7 @@ BACKENDS = [
         lambda ns, topics: open_task_log("memory://", topics, SqliteStore(str(ns / "store.db"))),
         id="inprocess-on-store",
     ),
+    pytest.param(kafka_log, id="kafka"),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,11 +59,24 @@ TOPICS = {"commands": 4, "transfer": 2}
 
 
 @pytest.fixture(params=BACKENDS)
-def make_log(
+async def make_log(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> Callable[[Mapping[str, int]], TaskLog]:
+) -> AsyncIterator[Callable[[Mapping[str, int]], TaskLog]]:
     factory: LogFactory = request.param
-    return lambda topics=TOPICS: factory(tmp_path, topics)  # type: ignore[misc]
+    made: list[TaskLog] = []
+
+    def make(topics: Mapping[str, int] = TOPICS) -> TaskLog:
+        made.append(factory(tmp_path, topics))
+        return made[-1]
+
+    yield make
+    for log in made:
+        # A shared broker outlives the test: drop the topics it created (Kafka backend only).
+        # Best effort: with the broker unreachable the test has already failed on that.
+        delete_topics = getattr(log, "delete_topics", None)
+        if delete_topics is not None:
+            with contextlib.suppress(PersistenceError):
+                await delete_topics()
 
 
 @pytest.fixture

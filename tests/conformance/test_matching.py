@@ -2,26 +2,96 @@
 
 Each factory takes a `ManualClock` (task TTLs are engine time) and returns an unstarted
 matcher. Poll and offer timeouts are real long-poll deadlines, so they stay short here.
-The Redis matcher joins `MATCHERS` when its adapter lands.
+The Redis matcher runs against the real Redis (`CADENZA_TEST_REDIS_URL`, default the one of
+`deploy/local-cluster`), each test under its own key prefix; tests at the end are specific to it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
+import os
+import signal
+import socket
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 
-from engine.clock import ManualClock
+from engine.clock import Clock, ManualClock, SystemClock
 from engine.matching.memory import MemoryTaskMatcher
 from engine.matching.protocols import PolledTask, TaskMatcher, TaskType
 
+if TYPE_CHECKING:
+    from engine.matching.redis import RedisTaskMatcher
+
 MatcherFactory = Callable[[ManualClock], TaskMatcher]
+
+REDIS_URL = os.environ.get(
+    "CADENZA_TEST_REDIS_URL",
+    f"redis://127.0.0.1:{os.environ.get('LOCAL_CLUSTER_REDIS_PORT', '6379')}/0",
+)
+# Every key this module writes starts with this (one value per test run), so the run's keys
+# can be deleted at the end without touching anybody else's data in the shared Redis.
+REDIS_RUN_PREFIX = f"cadenza-test-matching-{uuid.uuid4().hex[:12]}"
+_redis_prefixes = itertools.count()
+_redis_used = False
+
+
+def _redis_prefix() -> str:
+    global _redis_used
+    _redis_used = True
+    return f"{REDIS_RUN_PREFIX}-{next(_redis_prefixes)}"
+
+
+def _require_redis() -> None:
+    """Fail (never skip) with a clear message when the Redis the tests need is not there."""
+    parts = urlsplit(REDIS_URL)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 2).close()
+    except OSError as e:
+        pytest.fail(
+            f"Redis is not reachable at {REDIS_URL} ({e}); start it with "
+            "`deploy/local-cluster up redis` or point CADENZA_TEST_REDIS_URL at one",
+            pytrace=False,
+        )
+
+
+def redis_matcher(
+    clock: Clock | None = None, prefix: str | None = None, **kw: Any
+) -> RedisTaskMatcher:
+    from engine.matching.redis import RedisTaskMatcher
+
+    _require_redis()
+    return RedisTaskMatcher(REDIS_URL, clock=clock, key_prefix=prefix or _redis_prefix(), **kw)
+
 
 MATCHERS = [
     pytest.param(lambda clock: MemoryTaskMatcher(clock=clock), id="memory"),
+    pytest.param(lambda clock: redis_matcher(clock), id="redis"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _delete_redis_keys() -> Iterator[None]:
+    yield
+    if not _redis_used:
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{REDIS_RUN_PREFIX}-*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+    finally:
+        client.close()
+
 
 D = "dom-1"
 TL = "tl-1"
@@ -295,3 +365,118 @@ async def test_stop_releases_waiting_pollers(matcher: TaskMatcher, tl: str) -> N
     await matcher.stop()
     assert await asyncio.wait_for(poller, 1.0) is None
     assert await asyncio.wait_for(offer, 1.0) is False
+
+
+# --- Redis only: what the real service adds (leases, a backlog that outlives the process) -----
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A poller in a process of its own: short block slices and lease, so redelivery is quick.
+DOOMED_POLLER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from engine.matching.protocols import TaskType
+    from engine.matching.redis import RedisTaskMatcher
+
+    async def main() -> None:
+        url, prefix, tl = sys.argv[1:4]
+        m = RedisTaskMatcher(url, key_prefix=prefix, lease_seconds=0.3, block_slice_seconds=1.0)
+        await m.start()
+        await m.poll("dom-1", tl, TaskType.ACTIVITY, 60, identity="doomed")
+
+    asyncio.run(main())
+    """
+)
+
+
+async def _freeze_while_blocked(admin: Any, proc: asyncio.subprocess.Process, name: str) -> None:
+    """SIGSTOP `proc` at a moment Redis has its poll parked in BLMOVE (as Redis sees it)."""
+
+    async def blocked() -> bool:
+        return any(
+            c.get("name") == name and c.get("cmd") == "blmove" and "b" in c.get("flags", "")
+            for c in await admin.client_list()
+        )
+
+    for _ in range(1000):
+        if proc.returncode is not None:
+            raise AssertionError(f"the poller process exited with {proc.returncode}")
+        if await blocked():
+            proc.send_signal(signal.SIGSTOP)
+            if await blocked():
+                return
+            proc.send_signal(signal.SIGCONT)  # its block slice ended in between: again
+        await asyncio.sleep(0.01)
+    raise AssertionError("the poller process never blocked in BLMOVE")
+
+
+async def test_redis_task_of_a_dead_poller_is_handed_out_again_after_its_lease(tl: str) -> None:
+    import redis.asyncio as aredis
+
+    prefix = _redis_prefix()
+    name = f"doomed-{uuid.uuid4().hex[:8]}"
+    url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}client_name={name}"
+    survivor = redis_matcher(SystemClock(), prefix, sweep_interval_seconds=0.05)
+    admin = aredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DOOMED_POLLER, url, prefix, tl, cwd=REPO
+    )
+    try:
+        await survivor.start()
+        # Frozen while parked, the poller is handed the task by Redis itself (BLMOVE moves it
+        # into the poller's in-flight list) but never gets to acknowledge it; then it dies.
+        await _freeze_while_blocked(admin, proc, name)
+        await survivor.add_task(D, tl, ACT, b"precious")
+        assert await survivor.backlog(D, tl, ACT) == 0, "the frozen poller should hold the task"
+        proc.kill()
+        await proc.wait()
+        # Still in flight: its lease has not run out yet.
+        assert await survivor.poll(D, tl, ACT, 0) is None
+        got = await survivor.poll(D, tl, ACT, 5.0)
+        assert got == PolledTask(b"precious")
+        assert await survivor.poll(D, tl, ACT, 0.2) is None, "handed out again only once"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await survivor.stop()
+        await admin.aclose()
+
+
+async def test_redis_backlog_survives_a_new_matcher_object(tl: str) -> None:
+    prefix = _redis_prefix()
+    clock = ManualClock()
+    first = redis_matcher(clock, prefix)
+    await first.start()
+    for i in range(3):
+        await first.add_task(D, tl, ACT, f"t{i}".encode())
+    await first.add_task(D, tl, DEC, b"decision", ttl_seconds=60)
+    await first.add_task(D, tl, DEC, b"expires", ttl_seconds=1)
+    await first.stop()
+    del first
+
+    second = redis_matcher(clock, prefix)
+    async with second:
+        clock.advance(2)
+        assert await second.backlog(D, tl, ACT) == 3
+        assert await second.backlog(D, tl, DEC) == 1
+        got = [await second.poll(D, tl, ACT, 0) for _ in range(4)]
+        assert [g.payload if g else None for g in got] == [b"t0", b"t1", b"t2", None]
+        assert await second.poll(D, tl, DEC, 0) == PolledTask(b"decision")
+        assert await second.poll(D, tl, DEC, 0) is None
+
+
+async def test_redis_poll_released_by_stop_gives_its_task_back(tl: str) -> None:
+    prefix = _redis_prefix()
+    clock = ManualClock()
+    first = redis_matcher(clock, prefix)
+    await first.start()
+    waiting = asyncio.create_task(first.poll(D, tl, ACT, WAIT, identity="w1"))
+    await _until_pollers(first, tl, ACT, 1)
+    await first.add_task(D, tl, ACT, b"t0")
+    await first.stop()
+    # Either the poll got the task before stop, or stop gave it back: never lost, never both.
+    polled = await asyncio.wait_for(waiting, 1.0)
+    async with redis_matcher(clock, prefix) as second:
+        again = await second.poll(D, tl, ACT, 0)
+    assert [p for p in (polled, again) if p is not None] == [PolledTask(b"t0")]

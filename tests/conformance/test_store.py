@@ -2,7 +2,9 @@
 
 Each backend factory takes a per-test namespace (a tmp directory) and returns an unstarted
 store; calling it again with the same namespace must reach the same data, which is how the
-durability tests reopen. SQLite always runs; Cassandra joins the list when its adapter lands.
+durability tests reopen. SQLite always runs; Cassandra runs against the real service at
+CADENZA_TEST_CASSANDRA (default 127.0.0.1:9042, started by `deploy/local-cluster up`): the
+tests fail, not skip, when it is not there.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import asyncio
 import os
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from engine.errors import ConditionFailedError, ShardOwnershipLostError
+from engine.errors import ConditionFailedError, PersistenceError, ShardOwnershipLostError
 from engine.persistence.factory import open_store
 from engine.persistence.protocols import (
     CurrentRun,
@@ -35,18 +38,67 @@ from engine.persistence.sqlite.store import SqliteStore
 
 StoreFactory = Callable[[Path], Store]
 
+
+class CassandraBackend:
+    """The real Cassandra: one keyspace per test module (random name, created on first use,
+    dropped when the module ends); every test starts from empty tables, since TRUNCATE is far
+    cheaper than a keyspace (and its schema) per test. Calls with one namespace reach the
+    same data."""
+
+    def __init__(self) -> None:
+        host = os.environ.get("CADENZA_TEST_CASSANDRA", "127.0.0.1:9042")
+        self.url = f"cassandra://{host}/cadenza_test_{uuid.uuid4().hex[:12]}"
+        self.created = False
+
+    def __call__(self, ns: Path) -> Store:
+        return open_store(self.url)
+
+    async def prepare(self) -> None:
+        from engine.persistence.cassandra.schema import apply_schema, truncate_keyspace
+
+        try:
+            if self.created:
+                await truncate_keyspace(self.url)
+            else:
+                await apply_schema(self.url)
+                self.created = True
+        except PersistenceError as exc:
+            pytest.fail(
+                f"Cassandra is not usable at {self.url} ({exc}); start it with "
+                "`deploy/local-cluster up cassandra` or point CADENZA_TEST_CASSANDRA at one"
+            )
+
+    def drop(self) -> None:
+        if self.created:
+            from engine.persistence.cassandra.schema import drop_keyspace
+
+            asyncio.run(drop_keyspace(self.url))
+            self.created = False
+
+
+CASSANDRA = CassandraBackend()
+
 BACKENDS = [
     pytest.param(lambda ns: SqliteStore(str(ns / "store.db")), id="sqlite"),
     pytest.param(lambda ns: open_store(f"sqlite:///{ns / 'via-url.db'}"), id="sqlite-url"),
+    pytest.param(CASSANDRA, id="cassandra"),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
 D = "dom-1"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _drop_cassandra_keyspace() -> Iterator[None]:
+    yield
+    CASSANDRA.drop()
+
+
 @pytest.fixture(params=BACKENDS)
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
     factory: StoreFactory = request.param
+    if isinstance(factory, CassandraBackend):
+        await factory.prepare()
     return lambda: factory(tmp_path)
 
 
