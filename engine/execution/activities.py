@@ -11,7 +11,7 @@ from cadence.api.v1 import common_pb2, history_pb2, workflow_pb2
 
 from engine.errors import EntityNotExistsError
 from engine.execution.mutation import RunMutation
-from engine.execution.protos import NS, payload, retry_delay_s
+from engine.execution.protos import NS, last_failure, payload, retry_delay_s
 from engine.model.state import (
     DEFERRED_STARTED_ID,
     EMPTY_EVENT_ID,
@@ -122,11 +122,6 @@ def _started_event_id(m: RunMutation, info: ActivityInfo) -> int:
     """Write the deferred ActivityTaskStarted now (retry policy) and return its id."""
     if info.started_id != DEFERRED_STARTED_ID:
         return info.started_id
-    last_failure = None
-    if info.last_failure_reason:
-        last_failure = common_pb2.Failure(
-            reason=info.last_failure_reason, details=info.last_failure_details or b""
-        )
     return m.add_external_event(
         "activity_task_started_event_attributes",
         history_pb2.ActivityTaskStartedEventAttributes(
@@ -134,7 +129,7 @@ def _started_event_id(m: RunMutation, info: ActivityInfo) -> int:
             identity=info.identity,
             request_id=info.request_id,
             attempt=info.attempt,
-            last_failure=last_failure,
+            last_failure=last_failure(info),
         ),
         wake=False,
     )
@@ -248,11 +243,6 @@ def on_timeout_timer(m: RunMutation, task: TimerTask) -> None:
     if _try_retry(m, info, reason, None):
         return
     started = _started_event_id(m, info) if info.is_started else EMPTY_EVENT_ID
-    last_failure = None
-    if info.last_failure_reason:
-        last_failure = common_pb2.Failure(
-            reason=info.last_failure_reason, details=info.last_failure_details or b""
-        )
     del m.state.activities[info.schedule_id]
     m.add_external_event(
         "activity_task_timed_out_event_attributes",
@@ -261,7 +251,7 @@ def on_timeout_timer(m: RunMutation, task: TimerTask) -> None:
             scheduled_event_id=info.schedule_id,
             started_event_id=started,
             timeout_type=kind,  # type: ignore[arg-type]
-            last_failure=last_failure,
+            last_failure=last_failure(info),
         ),
     )
 

@@ -123,7 +123,8 @@ def _retry_timeout_s(attempt: int) -> int:
     return int(interval * 0.8 + random.randrange(jitter))
 
 
-def _started_decision(m: RunMutation, schedule_id: int, attempt: int) -> DecisionInfo:
+def _in_flight(m: RunMutation, schedule_id: int, attempt: int) -> DecisionInfo | None:
+    """The run's started decision if it is the one named by (schedule id, attempt)."""
     st = m.state
     d = st.decision
     if (
@@ -133,8 +134,25 @@ def _started_decision(m: RunMutation, schedule_id: int, attempt: int) -> Decisio
         or d.attempt != attempt
         or d.started_id == EMPTY_EVENT_ID
     ):
+        return None
+    return d
+
+
+def _started_decision(m: RunMutation, schedule_id: int, attempt: int) -> DecisionInfo:
+    d = _in_flight(m, schedule_id, attempt)
+    if d is None:
         raise EntityNotExistsError("Decision task not found.")
     return d
+
+
+def _retry_decision(m: RunMutation, d: DecisionInfo) -> None:
+    """After a failed or timed-out decision: a normal decision if buffered events wake the
+    decider, else a transient retry with the next attempt."""
+    m.state.decision = None
+    if m.flush_buffered():
+        m.schedule_decision(0)
+    else:
+        m.schedule_decision(d.attempt + 1)
 
 
 def _persist_transient(m: RunMutation, d: DecisionInfo) -> None:
@@ -164,7 +182,6 @@ def _fail_decision(
     m: RunMutation, d: DecisionInfo, cause: int, details: bytes, identity: str, checksum: str = ""
 ) -> None:
     """DecisionTaskFailed (written for attempt 0 only), then a transient retry at once."""
-    st = m.state
     if d.attempt == 0:
         m.add_event(
             "decision_task_failed_event_attributes",
@@ -177,11 +194,7 @@ def _fail_decision(
                 binary_checksum=checksum,
             ),
         )
-    st.decision = None
-    if m.flush_buffered():
-        m.schedule_decision(0)
-    else:
-        m.schedule_decision(d.attempt + 1)
+    _retry_decision(m, d)
 
 
 def respond_failed(
@@ -197,15 +210,8 @@ def respond_failed(
 
 
 def on_timeout_timer(m: RunMutation, task: TimerTask) -> None:
-    st = m.state
-    d = st.decision
-    if (
-        not st.is_open
-        or d is None
-        or d.schedule_id != task.event_id
-        or d.attempt != task.attempt
-        or d.started_id == EMPTY_EVENT_ID
-    ):
+    d = _in_flight(m, task.event_id, task.attempt)
+    if d is None:
         return
     if d.attempt == 0:
         m.add_event(
@@ -217,11 +223,7 @@ def on_timeout_timer(m: RunMutation, task: TimerTask) -> None:
                 cause=workflow_pb2.DECISION_TASK_TIMED_OUT_CAUSE_TIMEOUT,
             ),
         )
-    st.decision = None
-    if m.flush_buffered():
-        m.schedule_decision(0)
-    else:
-        m.schedule_decision(d.attempt + 1)
+    _retry_decision(m, d)
 
 
 def respond_completed(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cadence.api.v1 import common_pb2
+from cadence.api.v1 import common_pb2, workflow_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from engine.model.state import RetryPolicyState
+from engine.model.state import ActivityInfo, ParentInfo, RetryPolicyState
 
 NS = 1_000_000_000
 
@@ -102,3 +102,21 @@ def retry_policy_problem(policy: common_pb2.RetryPolicy) -> str | None:
             "must be specified."
         )
     return None
+
+
+def parent_execution_info(p: ParentInfo) -> workflow_pb2.ParentExecutionInfo:
+    return workflow_pb2.ParentExecutionInfo(
+        domain_id=p.domain_id,
+        domain_name=p.domain_name,
+        workflow_execution=common_pb2.WorkflowExecution(workflow_id=p.workflow_id, run_id=p.run_id),
+        initiated_id=p.initiated_id,
+    )
+
+
+def last_failure(info: ActivityInfo) -> common_pb2.Failure | None:
+    """The failure of the activity's previous attempt, if it had one."""
+    if not info.last_failure_reason:
+        return None
+    return common_pb2.Failure(
+        reason=info.last_failure_reason, details=info.last_failure_details or b""
+    )

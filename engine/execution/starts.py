@@ -4,6 +4,7 @@ them."""
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -13,7 +14,18 @@ from cadence.api.v1 import common_pb2, history_pb2, tasklist_pb2, workflow_pb2
 from croniter import croniter
 
 from engine.execution.mutation import RunMutation
-from engine.execution.protos import NS, dur, payload, retry_delay_s, retry_to_proto, ts
+from engine.execution.protos import (
+    NS,
+    dur,
+    parent_execution_info,
+    payload,
+    retry_delay_s,
+    retry_from_proto,
+    retry_to_proto,
+    secs,
+    ts,
+    ts_ns,
+)
 from engine.model.state import MutableState, ParentInfo, RetryPolicyState
 from engine.model.tasks import TimerKind, TransferKind
 
@@ -130,17 +142,7 @@ def new_run(
         if params.expiration_ns:
             attrs.expiration_time.CopyFrom(ts(params.expiration_ns))
     if params.parent is not None:
-        p = params.parent
-        attrs.parent_execution_info.CopyFrom(
-            workflow_pb2.ParentExecutionInfo(
-                domain_id=p.domain_id,
-                domain_name=p.domain_name,
-                workflow_execution=common_pb2.WorkflowExecution(
-                    workflow_id=p.workflow_id, run_id=p.run_id
-                ),
-                initiated_id=p.initiated_id,
-            )
-        )
+        attrs.parent_execution_info.CopyFrom(parent_execution_info(params.parent))
     m.add_event("workflow_execution_started_event_attributes", attrs)
     if params.signal is not None:
         name, data, identity, request_id = params.signal
@@ -327,14 +329,11 @@ def params_from_request(
 ) -> StartParams:
     """StartParams from a (validated) StartWorkflowExecutionRequest or the initiated attributes
     of a child; computes the first decision backoff of delay_start, first_run_at and cron."""
-    from engine.execution.protos import retry_from_proto, secs, ts_ns
 
     exec_s = secs(req.execution_start_to_close_timeout)
     task_s = min(secs(req.task_start_to_close_timeout) or 10, exec_s, 240)
     backoff = secs(req.delay_start) if req.HasField("delay_start") else 0
     if req.HasField("jitter_start") and secs(req.jitter_start) > 0:
-        import random
-
         backoff += random.randint(0, secs(req.jitter_start))
     if req.HasField("first_run_at"):
         at = ts_ns(req.first_run_at)

@@ -11,7 +11,7 @@ from cadence.api.v1 import (
     service_workflow_pb2 as pb,
 )
 
-from engine.execution.protos import dur, payload, ts
+from engine.execution.protos import dur, last_failure, parent_execution_info, payload, ts
 from engine.execution.starts import search_attributes_proto
 from engine.model.state import EMPTY_EVENT_ID, MutableState
 
@@ -36,16 +36,7 @@ def execution_info(st: MutableState) -> workflow_pb2.WorkflowExecutionInfo:
         info.close_time.CopyFrom(ts(st.close_ns))
         info.close_status = st.close_status  # type: ignore[assignment]
     if st.parent is not None:
-        info.parent_execution_info.CopyFrom(
-            workflow_pb2.ParentExecutionInfo(
-                domain_id=st.parent.domain_id,
-                domain_name=st.parent.domain_name,
-                workflow_execution=common_pb2.WorkflowExecution(
-                    workflow_id=st.parent.workflow_id, run_id=st.parent.run_id
-                ),
-                initiated_id=st.parent.initiated_id,
-            )
-        )
+        info.parent_execution_info.CopyFrom(parent_execution_info(st.parent))
     return info
 
 
@@ -85,12 +76,9 @@ def describe_response(st: MutableState) -> pb.DescribeWorkflowExecutionResponse:
             p.last_started_time.CopyFrom(ts(a.started_ns))
         if a.expiration_ns:
             p.expiration_time.CopyFrom(ts(a.expiration_ns))
-        if a.last_failure_reason:
-            p.last_failure.CopyFrom(
-                common_pb2.Failure(
-                    reason=a.last_failure_reason, details=a.last_failure_details or b""
-                )
-            )
+        failure = last_failure(a)
+        if failure is not None:
+            p.last_failure.CopyFrom(failure)
         resp.pending_activities.append(p)
     for c in st.children.values():
         resp.pending_children.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 from cadence.api.v1 import (
     common_pb2,
@@ -26,8 +28,6 @@ MAX_PAGE = 1000
 
 
 def _info(r: VisibilityRecord) -> workflow_pb2.WorkflowExecutionInfo:
-    import json
-
     info = workflow_pb2.WorkflowExecutionInfo(
         workflow_execution=common_pb2.WorkflowExecution(workflow_id=r.workflow_id, run_id=r.run_id),
         type=common_pb2.WorkflowType(name=r.workflow_type),

@@ -7,12 +7,14 @@ restored if it raises, so a rejected command leaves nothing behind.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cadence.api.v1 import history_pb2
 
 from engine.execution.mutation import RunMutation
+from engine.execution.protos import parent_execution_info
 from engine.execution.starts import StartParams, new_run
 from engine.model.state import MutableState, decode_state, encode_state
 from engine.model.tasks import TimerTask, TransferTask, encode_task
@@ -191,10 +193,6 @@ class Batch:
 
 
 def visibility_record(st: MutableState) -> VisibilityRecord:
-    import json
-
-    from cadence.api.v1 import common_pb2, workflow_pb2
-
     attrs: dict[str, object] = {}
     for key, raw in st.search_attributes.items():
         try:
@@ -203,14 +201,7 @@ def visibility_record(st: MutableState) -> VisibilityRecord:
             attrs[key] = raw.decode("utf-8", "replace")
     parent = b""
     if st.parent is not None:
-        parent = workflow_pb2.ParentExecutionInfo(
-            domain_id=st.parent.domain_id,
-            domain_name=st.parent.domain_name,
-            workflow_execution=common_pb2.WorkflowExecution(
-                workflow_id=st.parent.workflow_id, run_id=st.parent.run_id
-            ),
-            initiated_id=st.parent.initiated_id,
-        ).SerializeToString()
+        parent = parent_execution_info(st.parent).SerializeToString()
     return VisibilityRecord(
         domain_id=st.domain_id,
         workflow_id=st.workflow_id,

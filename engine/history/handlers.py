@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cadence.api.v1 import (
+    common_pb2,
     history_pb2,
     service_worker_pb2,
     service_workflow_pb2,
@@ -209,8 +210,6 @@ async def handle_request_cancel(engine: ShardEngine, batch: Batch, cmd: Command)
     _check_chain(engine, batch, key, req.first_execution_run_id)
     ext = None
     if "initiated_id" in cmd.args:
-        from cadence.api.v1 import common_pb2
-
         ext = workflow_pb2.ExternalExecutionInfo(
             workflow_execution=common_pb2.WorkflowExecution(
                 workflow_id=cmd.args["source_workflow_id"], run_id=cmd.args["source_run_id"]
