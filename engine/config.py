@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ALL_ROLES = frozenset({"frontend", "history", "matching", "transfer", "timer"})
 
 
 class EngineConfig(BaseModel):
@@ -42,11 +44,36 @@ class EngineConfig(BaseModel):
     max_batch: int = Field(default=500, ge=1)
     """Commands applied per group commit at most."""
 
+    roles: frozenset[str] = ALL_ROLES
+    """The roles this process runs (a subset of ALL_ROLES); `cadenza dev` runs them all."""
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _parse_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [r.strip() for r in value.split(",") if r.strip()]
+        roles = frozenset(value)
+        unknown = roles - ALL_ROLES
+        if unknown:
+            raise ValueError(
+                f"unknown role(s) {', '.join(sorted(unknown))}: "
+                f"choose from {', '.join(sorted(ALL_ROLES))}"
+            )
+        if not roles:
+            raise ValueError("at least one role is needed")
+        return roles
+
     @classmethod
     def load(cls, path: str | None = None, **overrides: Any) -> EngineConfig:
         data: dict[str, Any] = {}
         if path:
-            data.update(yaml.safe_load(Path(path).read_text()) or {})
+            try:
+                loaded = yaml.safe_load(Path(path).read_text())
+            except yaml.YAMLError as exc:
+                raise ValueError(f"{path} is not valid YAML: {exc}") from None
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ValueError(f"{path} must hold a mapping of settings, not {type(loaded)}")
+            data.update(loaded or {})
         for name, field in cls.model_fields.items():
             env = os.environ.get(f"CADENZA_{name.upper()}")
             if env is not None:

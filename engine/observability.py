@@ -11,6 +11,9 @@ import structlog
 def configure_logging(json: bool = False) -> None:
     level = getattr(logging, os.environ.get("CADENZA_LOG_LEVEL", "INFO").upper(), logging.INFO)
     logging.basicConfig(level=level, format="%(message)s")
+    # The drivers narrate every connection and group join at INFO; their warnings still show.
+    for noisy in ("aiokafka", "cassandra", "kafka"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )

@@ -1,7 +1,8 @@
 """The composition root: builds every role of one process from an EngineConfig.
 
 `cadenza dev` runs it with the embedded backends (SQLite, in-process log, memory matching);
-`cadenza serve` with the distributed ones. Engine code below this module only sees protocols.
+`cadenza serve` with the distributed ones, running the roles its config names. Engine code
+below this module only sees protocols.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from engine.frontend.workflow import WorkflowHandler
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, CommandBus
 from engine.history.watch import RunWatcher
 from engine.matching.factory import open_matcher
+from engine.matching.protocols import TaskMatcher
 from engine.persistence.factory import open_store
-from engine.queues.factory import open_task_log
+from engine.queues.factory import channel_topics, open_node_channel, open_task_log
 from engine.shards.controller import ShardController
 from engine.timer.processor import TimerProcessor
 from engine.transfer.executor import TransferExecutor
@@ -62,42 +64,62 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
+        roles = cfg.roles
         n = cfg.num_shards
         self.store = open_store(cfg.persistence_url)
         await self.store.start()
         topics = {COMMAND_TOPIC: n, TRANSFER_TOPIC: n, TIMER_TOPIC: n}
+        topics.update(channel_topics(cfg.queues_url))
         self.task_log = open_task_log(cfg.queues_url, topics, store=self.store)
         await self.task_log.start()
-        self.matcher = open_matcher(cfg.matching_url)
-        await self.matcher.start()
+        # Task lists are used by the frontend (polls) and the transfer processor (dispatch);
+        # a process with the matching role alone runs the matcher's upkeep (lease sweeps).
+        self.matcher: TaskMatcher | None = None
+        if roles & {"frontend", "transfer", "matching"}:
+            self.matcher = open_matcher(cfg.matching_url)
+            await self.matcher.start()
         allowed = frozenset(k for k in SEARCH_ATTRIBUTE_TYPES if k not in SYSTEM_SEARCH_ATTRIBUTES)
-        self.bus = CommandBus(self.task_log, n, self.node_id)
-        self.watcher = RunWatcher()
+        self.channel = open_node_channel(self.task_log, self.node_id)
+        self.bus = CommandBus(self.task_log, n, self.node_id, channel=self.channel)
+        self.watcher = RunWatcher(self.channel)
+        if self.channel is not None:
+            await self.channel.start(self.bus.deliver, self.watcher.notify)
         self.domains = DomainHandler(self.store, cluster_name=cfg.cluster_name)
 
         async def resolve_domain(name: str) -> str:
             record = await self.store.get_domain(name=name)
             return record.id if record is not None else ""
 
-        self.shards = ShardController(
-            self.store,
-            self.task_log,
-            self.bus,
-            self.clock,
-            self.node_id,
-            allowed,
-            watcher=self.watcher,
-            max_batch=cfg.max_batch,
-        )
-        executor = TransferExecutor(self.store, self.matcher, self.bus, resolve_domain, n)
-        self.transfer = TransferProcessor(self.task_log, executor)
-        self.timers = TimerProcessor(self.task_log, self.store, self.clock)
-        for comp in (self.shards, self.transfer, self.timers):
+        components: list[Any] = []
+        self.shards: ShardController | None = None
+        if "history" in roles:
+            self.shards = shards = ShardController(
+                self.store,
+                self.task_log,
+                self.bus,
+                self.clock,
+                self.node_id,
+                allowed,
+                watcher=self.watcher,
+                max_batch=cfg.max_batch,
+            )
+            components.append(shards)
+        if "transfer" in roles:
+            assert self.matcher is not None
+            executor = TransferExecutor(self.store, self.matcher, self.bus, resolve_domain, n)
+            components.append(TransferProcessor(self.task_log, executor))
+        if "timer" in roles:
+            components.append(TimerProcessor(self.task_log, self.store, self.clock, closed=self.shards))
+        for comp in components:
             await comp.start()
             self._components.append(comp)
 
         if self.bootstrap_domain:
             await self.domains.ensure_domain(self.bootstrap_domain)
+        if "frontend" not in roles:
+            log.info("server_started", node_id=self.node_id, roles=sorted(roles), shards=n)
+            return
+        assert self.matcher is not None
         fe = FrontendContext(
             store=self.store,
             bus=self.bus,
@@ -107,6 +129,7 @@ class Server:
             clock=self.clock,
             num_shards=n,
             allowed_search_attributes=allowed,
+            local=self.shards,
         )
         server = grpc.aio.server(
             options=[
@@ -130,6 +153,7 @@ class Server:
             address=f"{cfg.host}:{self.port}",
             node_id=self.node_id,
             persistence=cfg.persistence_url,
+            roles=sorted(roles),
             shards=n,
         )
 
@@ -144,7 +168,10 @@ class Server:
         for comp in reversed(self._components):
             await comp.stop()
         self._components.clear()
-        await self.matcher.stop()
+        if self.channel is not None:
+            await self.channel.stop()
+        if self.matcher is not None:
+            await self.matcher.stop()
         await self.task_log.stop()
         await self.store.stop()
 

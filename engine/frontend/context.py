@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cadence.api.v1 import history_pb2
 
@@ -15,7 +14,17 @@ from engine.history.watch import RunWatcher
 from engine.ids import shard_for
 from engine.matching.protocols import TaskMatcher
 from engine.model.state import MutableState, decode_state
-from engine.persistence.protocols import Store
+from engine.persistence.protocols import CurrentRun, Store
+
+
+class LocalState(Protocol):
+    """Runs whose shard this process owns, as last written (`ShardController`)."""
+
+    def run_state(self, shard_id: int, key: tuple[str, str, str]) -> bytes | None: ...
+
+    def current_run(
+        self, shard_id: int, wkey: tuple[str, str]
+    ) -> tuple[bool, CurrentRun | None]: ...
 
 
 @dataclass
@@ -28,8 +37,8 @@ class FrontendContext:
     clock: Clock
     num_shards: int
     allowed_search_attributes: frozenset[str]
-    # Legacy query tasks waiting for RespondQueryTaskCompleted, by query id.
-    queries: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    # Set when the history role runs in this process: reads of its shards skip the store.
+    local: LocalState | None = None
 
     def shard(self, workflow_id: str) -> int:
         return shard_for(workflow_id, self.num_shards)
@@ -37,15 +46,25 @@ class FrontendContext:
     async def load_run(self, domain_id: str, workflow_id: str, run_id: str) -> MutableState:
         """A run's mutable state as last written (the shard writes before it replies)."""
         shard = self.shard(workflow_id)
+        local = self.local
         if not run_id:
-            cur = await self.store.get_current_run(shard, domain_id, workflow_id)
+            known, cur = (
+                local.current_run(shard, (domain_id, workflow_id))
+                if local is not None
+                else (False, None)
+            )
+            if not known:
+                cur = await self.store.get_current_run(shard, domain_id, workflow_id)
             if cur is None:
                 raise EntityNotExistsError(f"Workflow execution not found: {workflow_id}")
             run_id = cur.run_id
-        snap = await self.store.get_run(shard, domain_id, workflow_id, run_id)
-        if snap is None:
-            raise EntityNotExistsError(f"Workflow execution not found: {workflow_id}/{run_id}")
-        return decode_state(snap.state)
+        raw = local.run_state(shard, (domain_id, workflow_id, run_id)) if local else None
+        if raw is None:
+            snap = await self.store.get_run(shard, domain_id, workflow_id, run_id)
+            if snap is None:
+                raise EntityNotExistsError(f"Workflow execution not found: {workflow_id}/{run_id}")
+            raw = snap.state
+        return decode_state(raw)
 
     async def read_events(
         self, domain_id: str, workflow_id: str, run_id: str, first_event_id: int, max_events: int

@@ -1,7 +1,8 @@
 """Queries: the legacy query-task path (the Python client's) and consistent queries.
 
 A query is never stored: it is sync-offered to a decision poller of the run's task list,
-which answers with RespondQueryTaskCompleted; the waiting QueryWorkflow call gets the answer.
+which answers with RespondQueryTaskCompleted; the waiting QueryWorkflow call gets the answer
+(through the command bus's reply path when the answer reached another frontend process).
 A STRONG (consistent) query first waits until no decision is pending or in flight, so the
 answer reflects every event recorded before the query arrived.
 """
@@ -9,7 +10,6 @@ answer reflects every event recorded before the query arrived.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import msgspec
 from cadence.api.v1 import (
@@ -65,9 +65,10 @@ async def run_query(
             raise QueryFailedError("timed out waiting for the pending decision to finish")
         await fe.watcher.wait((domain_id, wf, st.run_id), min(0.5, until - loop.time()))
         st = await fe.load_run(domain_id, wf, st.run_id)
-    query_id = str(uuid.uuid4())
-    fut: asyncio.Future[query_pb2.WorkflowQueryResult] = loop.create_future()
-    fe.queries[query_id] = fut
+    # The id names this node: the worker's answer may reach any frontend, which forwards it
+    # here over the command bus's reply path.
+    query_id = fe.bus.new_key()
+    fut = fe.bus.expect(query_id)
     try:
         task = QueryTask(query_id, domain_id, wf, st.run_id, request.query.SerializeToString())
         offered = await fe.matcher.offer_query(
@@ -78,11 +79,12 @@ async def run_query(
                 f"no worker is polling task list {st.task_list!r} to answer the query"
             )
         try:
-            result = await asyncio.wait_for(fut, max(0.1, until - loop.time()))
+            reply = await asyncio.wait_for(fut, max(0.1, until - loop.time()))
         except TimeoutError:
             raise QueryFailedError("query timed out waiting for the worker's answer") from None
     finally:
-        fe.queries.pop(query_id, None)
+        fe.bus.forget(query_id)
+    result = query_pb2.WorkflowQueryResult.FromString(reply.payload)
     if result.result_type == query_pb2.QUERY_RESULT_TYPE_FAILED:
         raise QueryFailedError(result.error_message or "query failed")
     return pb.QueryWorkflowResponse(

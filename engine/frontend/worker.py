@@ -40,7 +40,7 @@ from engine.frontend.tokens import (
 )
 from engine.frontend.workflow import deadline_left
 from engine.matching.protocols import TaskType
-from engine.model.commands import Command, CommandKind
+from engine.model.commands import Command, CommandKind, Reply
 from engine.model.tasks import decode_dispatch
 
 FIRST_PAGE = 1000
@@ -145,7 +145,8 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
 
     async def _query_task(self, payload: bytes) -> pb.PollForDecisionTaskResponse | None:
         q = QUERY_DEC.decode(payload)
-        if q.query_id not in self.fe.queries:
+        bus = self.fe.bus
+        if bus.node_of(q.query_id) == bus.node_id and not bus.waiting(q.query_id):
             return None  # the caller gave up already
         try:
             st = await self.fe.load_run(q.domain_id, q.workflow_id, q.run_id)
@@ -198,8 +199,11 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         if not token.query_id:
             # A decision or activity token: Cadence checks the query token's task id.
             raise BadRequestError("Invalid TaskToken.")
-        fut = self.fe.queries.get(token.query_id)
-        if fut is None:
+        bus = self.fe.bus
+        caller = bus.node_of(token.query_id)
+        # A query of another frontend process is forwarded there; whether it still waits is
+        # known only there (a late answer is dropped).
+        if not caller or (caller == bus.node_id and not bus.waiting(token.query_id)):
             raise EntityNotExistsError("query task not found, or already expired")
         result = request.result
         if len(result.answer.data) > v.BLOB_SIZE_LIMIT:
@@ -208,8 +212,8 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                 result_type=query_pb2.QUERY_RESULT_TYPE_FAILED,
                 error_message="Query result exceeds size limit.",
             )
-        if not fut.done():
-            fut.set_result(result)
+        # Answered here, or forwarded to the frontend process whose caller waits.
+        await bus.send_reply(caller, Reply(key=token.query_id, payload=result.SerializeToString()))
         return pb.RespondQueryTaskCompletedResponse()
 
     @rpc

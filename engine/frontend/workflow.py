@@ -7,6 +7,7 @@ which the shard writes before it replies.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import grpc
@@ -27,11 +28,20 @@ from engine.frontend.describe import describe_response
 from engine.frontend.errors import rpc
 from engine.frontend.queries import run_query
 from engine.frontend.tokens import PageToken, decode_page_token, encode_page_token
+from engine.history.channel import RunChange
 from engine.matching.protocols import TaskType
 from engine.model.commands import Command, CommandKind
 
 DEFAULT_PAGE = 1000
 LONG_POLL_MAX_S = 20.0
+
+
+def _closed(change: RunChange) -> bool:
+    return not change.is_open
+
+
+def _grown_past(first_event_id: int, change: RunChange) -> bool:
+    return change.next_event_id > first_event_id or not change.is_open
 
 
 def deadline_left(context: grpc.aio.ServicerContext, default: float = 60.0) -> float:
@@ -138,7 +148,7 @@ class WorkflowHandler(service_workflow_pb2_grpc.WorkflowAPIServicer):
         if close_only:
             # The result wait of clients: block until the run closes, within the deadline.
             while st.is_open and request.wait_for_new_event and loop.time() < until:
-                await self.fe.watcher.wait(key, min(1.0, until - loop.time()))
+                await self.fe.watcher.wait(key, min(1.0, until - loop.time()), _closed)
                 st = await self.fe.load_run(domain.id, wf, run_id)
             if st.is_open:
                 return pb.GetWorkflowExecutionHistoryResponse(
@@ -154,7 +164,9 @@ class WorkflowHandler(service_workflow_pb2_grpc.WorkflowAPIServicer):
         if request.wait_for_new_event:
             until = loop.time() + min(budget, LONG_POLL_MAX_S)
             while st.is_open and first >= st.next_event_id and loop.time() < until:
-                await self.fe.watcher.wait(key, min(1.0, until - loop.time()))
+                await self.fe.watcher.wait(
+                    key, min(1.0, until - loop.time()), partial(_grown_past, first)
+                )
                 st = await self.fe.load_run(domain.id, wf, run_id)
         page_size = request.page_size or DEFAULT_PAGE
         events = await self.fe.read_events(domain.id, wf, run_id, first, page_size)

@@ -19,6 +19,7 @@ from engine.errors import EngineError, InternalServiceError, ServiceError, error
 from engine.execution.mutation import RunMutation
 from engine.execution.starts import StartParams
 from engine.history.batch import Batch, RunKey, WorkflowKey
+from engine.history.channel import RunChange
 from engine.model.commands import Command, Reply, decode_command
 from engine.model.state import MutableState, decode_state
 from engine.model.tasks import TimerTask, TransferTask
@@ -39,7 +40,7 @@ class BatchResult:
     timers: list[TimerTask] = field(default_factory=list)
     next_offset: int = 0
     # Runs whose history or state this batch wrote (for long-poll wake-ups).
-    written: list[RunKey] = field(default_factory=list)
+    written: list[RunChange] = field(default_factory=list)
 
 
 class ShardEngine:
@@ -62,8 +63,19 @@ class ShardEngine:
         self._task_seq = 0
         self._cache: OrderedDict[RunKey, MutableState] = OrderedDict()
         self._currents: OrderedDict[WorkflowKey, CurrentRun | None] = OrderedDict()
+        # The encoded state of recently written runs exactly as the store holds it: what a
+        # frontend in this process may read instead of the store (the cached objects above
+        # also carry a batch's changes before its write is durable).
+        self._durable: OrderedDict[RunKey, bytes] = OrderedDict()
         self._cache_size = cache_size
         self.log = log.bind(shard_id=shard_id, range_id=range_id)
+
+    def resume(self, range_id: int) -> None:
+        """Carry on under a new fencing token (the shard was re-acquired by this process and
+        nobody else wrote in between, so the cached runs are still the truth)."""
+        self.range_id = range_id
+        self._task_seq = 0
+        self.log = log.bind(shard_id=self.shard_id, range_id=range_id)
 
     def next_task_id(self) -> int:
         self._task_seq += 1
@@ -151,8 +163,15 @@ class ShardEngine:
         except Exception:
             self._cache.clear()
             self._currents.clear()
+            self._durable.clear()
             raise
         self.applied_offset = result.next_offset
+        for run in write.runs:
+            key = (run.domain_id, run.workflow_id, run.run_id)
+            self._durable[key] = run.state
+            self._durable.move_to_end(key)
+        while len(self._durable) > self._cache_size:
+            self._durable.popitem(last=False)
         for key, entry in batch.runs.items():
             self._remember(key, entry.state)
         for wkey, cur in batch.currents.items():
@@ -160,10 +179,28 @@ class ShardEngine:
             self._currents.move_to_end(wkey)
         while len(self._currents) > self._cache_size:
             self._currents.popitem(last=False)
-        result.written = [key for key, entry in batch.runs.items() if entry.dirty]
+        result.written = [
+            RunChange(*key, entry.state.next_event_id, entry.state.is_open)
+            for key, entry in batch.runs.items()
+            if entry.dirty
+        ]
         result.transfer = batch.transfer
         result.timers = batch.timers
         return result
+
+    def durable_state(self, key: RunKey) -> bytes | None:
+        """The run's encoded state as last written, if this engine wrote it recently."""
+        return self._durable.get(key)
+
+    def known_closed(self, key: RunKey) -> bool:
+        raw = self._durable.get(key)
+        return raw is not None and not decode_state(raw).is_open
+
+    def durable_current(self, wkey: WorkflowKey) -> tuple[bool, CurrentRun | None]:
+        """(known here, the workflow's current run as last written or read from the store)."""
+        if wkey in self._currents:
+            return True, self._currents[wkey]
+        return False, None
 
     def _remember(self, key: RunKey, state: MutableState) -> None:
         self._cache[key] = state

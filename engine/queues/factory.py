@@ -14,6 +14,7 @@ import importlib
 from collections.abc import Mapping
 from typing import cast
 
+from engine.history.channel import NodeChannel
 from engine.persistence.protocols import Store
 from engine.queues.protocols import TaskLog
 
@@ -52,3 +53,20 @@ def open_task_log(url: str, topics: Mapping[str, int], store: Store | None = Non
             ) from exc
         return cast(TaskLog, module.KafkaTaskLog(url, topics))
     raise ValueError(f"unsupported queues url {url!r}: expected memory:// or kafka://host:port")
+
+
+def channel_topics(url: str) -> dict[str, int]:
+    """Extra topics the log at `url` needs for its `NodeChannel` (none for the in-process log)."""
+    if url.partition("://")[0].lower() != "kafka":
+        return {}
+    module = importlib.import_module("engine.queues.kafka_channel")
+    return dict(module.CHANNEL_TOPICS)
+
+
+def open_node_channel(task_log: TaskLog, node_id: str) -> NodeChannel | None:
+    """The channel to other processes for a distributed log; None for the in-process log,
+    whose processes are alone (replies and change notices stay in memory)."""
+    if type(task_log).__name__ != "KafkaTaskLog":
+        return None
+    module = importlib.import_module("engine.queues.kafka_channel")
+    return cast(NodeChannel, module.KafkaNodeChannel(task_log, node_id))

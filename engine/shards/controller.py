@@ -2,7 +2,8 @@
 
 On assign it acquires each shard in the store (bumping range_id: the fencing token), seeks
 past commands already applied, republishes unacknowledged outbox tasks and asks every open run
-to re-dispatch its pending tasks (a matching backlog may have been lost). On revoke it stops
+to re-dispatch its pending tasks (a matching backlog may have been lost), unless the shard
+comes straight back to this process after a rebalance, untouched by anyone else. On revoke it stops
 the shard's loop before returning, so it no longer writes. A write that fails with
 ShardOwnershipLostError means another owner took over: the loop stops at once.
 """
@@ -18,13 +19,14 @@ import structlog
 
 from engine.clock import Clock
 from engine.errors import InternalServiceError, ShardOwnershipLostError
+from engine.history.batch import RunKey, WorkflowKey
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, ReplySink
 from engine.history.engine import ShardEngine
 from engine.history.handlers import dispatch
 from engine.history.watch import RunWatcher
 from engine.model.commands import Command, CommandKind, Reply, decode_command, encode_command
 from engine.model.tasks import TimerTask, TransferTask, encode_task
-from engine.persistence.protocols import OutboxTask, ShardWrite, Store
+from engine.persistence.protocols import CurrentRun, OutboxTask, ShardWrite, Store
 from engine.queues.protocols import LogConsumer, Record, TaskLog
 
 log = structlog.get_logger(__name__)
@@ -60,6 +62,8 @@ class ShardController:
         self._loops: dict[int, asyncio.Task[None]] = {}
         self._consumer: LogConsumer | None = None
         self._pending_ack: dict[int, int | None] = {}
+        # Engines of revoked shards, kept in case the next assignment gives them back.
+        self._parked: dict[int, ShardEngine] = {}
 
     async def start(self) -> None:
         self._consumer = self.log.consumer(COMMAND_TOPIC, "cadenza-history", self)
@@ -69,6 +73,20 @@ class ShardController:
         if self._consumer is not None:
             await self._consumer.stop()
         await self._stop_loops(set(self._loops))
+
+    # -- LocalState: what a frontend in this process may read without the store ----------
+
+    def run_state(self, shard_id: int, key: RunKey) -> bytes | None:
+        engine = self.engines.get(shard_id)
+        return engine.durable_state(key) if engine is not None else None
+
+    def known_closed(self, shard_id: int, key: RunKey) -> bool:
+        engine = self.engines.get(shard_id)
+        return engine is not None and engine.known_closed(key)
+
+    def current_run(self, shard_id: int, wkey: WorkflowKey) -> tuple[bool, CurrentRun | None]:
+        engine = self.engines.get(shard_id)
+        return engine.durable_current(wkey) if engine is not None else (False, None)
 
     # -- RebalanceListener -----------------------------------------------------------------
 
@@ -84,14 +102,28 @@ class ShardController:
     async def _acquire(self, shard_id: int) -> None:
         assert self._consumer is not None
         info = await self.store.acquire_shard(shard_id, self.node_id)
-        engine = ShardEngine(
-            shard_id,
-            info.range_id,
-            info.applied_offset,
-            self.store,
-            self.clock,
-            self.allowed_search_attributes,
+        parked = self._parked.pop(shard_id, None)
+        # Kafka's eager rebalancing revokes every shard and assigns most of them straight
+        # back. When nobody owned the shard in between (our acquire was the only bump and
+        # nothing was applied since), keep its cached runs and skip the task refresh.
+        resumed = (
+            parked is not None
+            and info.range_id == parked.range_id + 1
+            and info.applied_offset == parked.applied_offset
         )
+        if resumed:
+            assert parked is not None
+            engine = parked
+            engine.resume(info.range_id)
+        else:
+            engine = ShardEngine(
+                shard_id,
+                info.range_id,
+                info.applied_offset,
+                self.store,
+                self.clock,
+                self.allowed_search_attributes,
+            )
         self.engines[shard_id] = engine
         committed = await self._consumer.committed(shard_id)
         self._consumer.seek(shard_id, max(committed, info.applied_offset))
@@ -102,8 +134,13 @@ class ShardController:
             range_id=info.range_id,
             applied_offset=info.applied_offset,
             outbox=published,
+            resumed=resumed,
         )
         self._loops[shard_id] = asyncio.create_task(self._run(shard_id, engine))
+        if resumed:
+            return
+        # Another owner had the shard, or this process starts: a matching backlog may have
+        # been lost with it, so every open run re-dispatches its pending tasks.
         open_runs = await self.store.list_open_runs(shard_id)
         for run in open_runs:
             await self.log.produce(
@@ -128,7 +165,9 @@ class ShardController:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            self.engines.pop(shard_id, None)
+            engine = self.engines.pop(shard_id, None)
+            if engine is not None:
+                self._parked[shard_id] = engine
             log.info("shard_released", shard_id=shard_id)
 
     # -- the apply loop --------------------------------------------------------------------------
@@ -158,7 +197,7 @@ class ShardController:
                 # The write is durable and its tasks sit in the outbox, so callers can have
                 # their answers before the tasks are published (a crash republishes them).
                 if self.watcher is not None:
-                    self.watcher.notify(result.written)
+                    self.watcher.announce(result.written)
                 for cmd, reply in result.replies:
                     if cmd.reply_to:
                         await self.replies.send_reply(cmd.reply_to, reply)
@@ -180,6 +219,7 @@ class ShardController:
             except ShardOwnershipLostError:
                 log.warning("shard_ownership_lost", shard_id=shard_id, range_id=engine.range_id)
                 self.engines.pop(shard_id, None)
+                self._parked.pop(shard_id, None)
                 self._loops.pop(shard_id, None)
                 return
             except Exception as exc:

@@ -23,26 +23,35 @@ from cadence.api.v1 import (
 from cadence.worker import Worker
 from google.protobuf import duration_pb2
 
-from engine.clock import ManualClock
-from engine.config import EngineConfig
+from engine.clock import Clock, ManualClock
 from engine.execution.checker import check_history
 from engine.server import Server
+from tests.e2e.backends import config_for, prepare
 
 DOMAIN = "test-domain"
 
 
-def config_for(db: Path, **overrides: Any) -> EngineConfig:
-    return EngineConfig(persistence_url=f"sqlite:///{db}", port=0, **overrides)
-
-
 @contextlib.asynccontextmanager
-async def running_server(db: Path, **overrides: Any) -> AsyncIterator[Server]:
-    server = Server(config_for(db, **overrides))
-    await server.start()
+async def running_server(
+    db: Path, clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[Server]:
+    """A started server whose state lives at `db` (embedded) or in its twin keyspace and
+    Kafka namespace (distributed, see tests/e2e/backends.py); started again on the same
+    `db`, it finds that state again."""
+    server = await started_server(db, clock, **overrides)
     try:
         yield server
     finally:
         await server.stop()
+
+
+async def started_server(db: Path, clock: Clock | None = None, **overrides: Any) -> Server:
+    """`running_server` for fixtures that stop the server themselves."""
+    config = config_for(db, **overrides)
+    await prepare(config)
+    server = Server(config, clock=clock)
+    await server.start()
+    return server
 
 
 async def register_domain(client: Client, name: str = DOMAIN) -> None:
@@ -136,15 +145,13 @@ RAW_IDENTITY = "raw-worker"
 async def manual_clock_client(db: Path) -> AsyncIterator[tuple[Client, ManualClock]]:
     """A server whose timers and timeouts only move when the test advances its clock."""
     clock = ManualClock()
-    server = Server(config_for(db), clock=clock)
-    await server.start()
-    c = Client(domain=DOMAIN, target=server.address)
-    try:
-        await register_domain(c)
-        yield c, clock
-    finally:
-        await c.close()
-        await server.stop()
+    async with running_server(db, clock) as server:
+        c = Client(domain=DOMAIN, target=server.address)
+        try:
+            await register_domain(c)
+            yield c, clock
+        finally:
+            await c.close()
 
 
 async def start_raw(

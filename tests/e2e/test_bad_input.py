@@ -62,10 +62,10 @@ from engine.server import Server
 from tests.e2e.harness import (
     DOMAIN,
     close_event,
-    config_for,
     event_types,
     full_history,
     register_domain,
+    started_server,
     worker_for,
 )
 
@@ -116,8 +116,7 @@ class Env:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     db: Path = tmp_path_factory.mktemp("bad-input") / "cadenza.db"
-    server = Server(config_for(db))
-    await server.start()
+    server = await started_server(db)
     client = Client(domain=DOMAIN, target=server.address)
     try:
         await register_domain(client)

@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cadence import Client, Registry, activity, workflow
 from cadence.api.v1 import (
     common_pb2,
@@ -38,7 +39,6 @@ from cadence.api.v1 import (
 from cadence.worker import Worker
 
 from engine.clock import ManualClock
-from engine.config import EngineConfig
 from engine.execution.checker import check_history
 from engine.server import Server
 from tests.e2e.harness import (
@@ -48,6 +48,7 @@ from tests.e2e.harness import (
     eventually,
     full_history,
     register_domain,
+    running_server,
     worker_for,
 )
 
@@ -217,12 +218,8 @@ def client_for(port: int) -> Client:
 
 @contextlib.asynccontextmanager
 async def server_on(db: Path, port: int, clock: ManualClock | None = None) -> AsyncIterator[Server]:
-    server = Server(EngineConfig(persistence_url=f"sqlite:///{db}", port=port), clock=clock)
-    await server.start()
-    try:
+    async with running_server(db, clock, port=port) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def history(
@@ -583,6 +580,7 @@ class DevServer:
             self.proc.wait(timeout=10)
 
 
+@pytest.mark.embedded_only  # runs `cadenza dev` (SQLite) itself
 async def test_kill_dash_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     db, port = tmp_path / "cadenza.db", free_port()
     dev = DevServer(db, port, tmp_path / "server.log")

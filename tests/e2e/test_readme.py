@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,6 +33,7 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 2
     raise AssertionError("cadenza dev did not listen in time")
 
 
+@pytest.mark.embedded_only  # runs `cadenza dev` (SQLite) itself
 def test_readme_quickstart_runs_against_cadenza_dev(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)

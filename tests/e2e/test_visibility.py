@@ -29,13 +29,12 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from engine.clock import ManualClock
 from engine.execution.checker import check_history
-from engine.server import Server
 from tests.e2e.harness import (
     DOMAIN,
     close_event,
-    config_for,
     full_history,
     register_domain,
+    started_server,
     worker_for,
 )
 
@@ -106,8 +105,7 @@ async def scenario(tmp_path: Path) -> AsyncIterator[Scenario]:
     e  T0+5  ReturnInput  open (no worker)
     """
     clock = ManualClock(T0)
-    server = Server(config_for(tmp_path / "vis.db"), clock=clock)
-    await server.start()
+    server = await started_server(tmp_path / "vis.db", clock)
     client = Client(domain=DOMAIN, target=server.address)
     try:
         await register_domain(client)

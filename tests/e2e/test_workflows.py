@@ -30,15 +30,13 @@ from google.protobuf import duration_pb2
 
 from engine.clock import ManualClock
 from engine.execution.checker import check_history
-from engine.server import Server
 from tests.e2e.harness import (
     DOMAIN,
     close_event,
-    config_for,
     event_types,
     eventually,
     full_history,
-    register_domain,
+    manual_clock_client,
     worker_for,
 )
 
@@ -228,16 +226,8 @@ FAILED_RUN = [*COMPLETED_RUN[:-1], "WorkflowExecutionFailed"]
 @pytest.fixture
 async def manual(tmp_path: Path) -> AsyncIterator[tuple[Client, ManualClock]]:
     """A server whose time only moves when the test advances it."""
-    clock = ManualClock()
-    server = Server(config_for(tmp_path / "manual.db"), clock=clock)
-    await server.start()
-    client = Client(domain=DOMAIN, target=server.address)
-    try:
-        await register_domain(client)
-        yield client, clock
-    finally:
-        await client.close()
-        await server.stop()
+    async with manual_clock_client(tmp_path / "manual.db") as env:
+        yield env
 
 
 # -- start: ID reuse policies ---------------------------------------------------------------------

@@ -284,6 +284,9 @@ class CqlSession:
                 _NAMED: profile(dict_factory),
             },
             connect_timeout=5,
+            # Native protocol v5 (Cassandra 4.0 and later, the line Java 17 needs): saves the
+            # driver's two downgrade round trips and warnings on every connect.
+            protocol_version=5,
             schema_metadata_enabled=not admin,
         )
         try:
