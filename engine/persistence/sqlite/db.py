@@ -14,11 +14,12 @@ being killed (-9); only an OS crash or power loss can drop the last few commits.
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import structlog
 
@@ -38,6 +39,61 @@ def load_schema() -> str:
     return resources.files("engine.persistence.sqlite").joinpath("schema.sql").read_text("utf-8")
 
 
+class _Worker:
+    """One thread that runs submitted calls in order and hands their results back to the loop.
+
+    Lighter than `run_in_executor` (no concurrent.futures.Future, lock and chained callbacks
+    per call), and it wakes the loop once per drained run of calls rather than once per call:
+    on the hot path every command, shard write and history read is one of these hops.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[
+            tuple[Callable[[], Any], asyncio.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._calls.put((fn, fut))
+        return fut
+
+    def shutdown(self) -> None:
+        """Stop after the calls already submitted; joins the thread (call off the loop)."""
+        self._calls.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        done: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        while True:
+            item = self._calls.get()
+            if item is None:
+                return
+            fn, fut = item
+            try:
+                done.append((fut, True, fn()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                done.append((fut, False, exc))
+            if self._calls.empty() or len(done) >= 64:
+                batch, done = done, []
+                try:
+                    self._loop.call_soon_threadsafe(_settle, batch)
+                except RuntimeError:
+                    return  # the loop closed: nobody waits any more
+
+
+def _settle(batch: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for fut, ok, value in batch:
+        if fut.cancelled():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
 class SqliteDatabase:
     """A reference-counted handle on one SQLite file, with all work on one thread.
 
@@ -52,13 +108,13 @@ class SqliteDatabase:
     def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
         self.path = path
         self._busy_timeout_ms = busy_timeout_ms
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: _Worker | None = None
         # Touched only on the worker thread (check_same_thread stays on to prove it).
         self._conn: sqlite3.Connection | None = None
         # Reads run on a second thread with their own connection: in WAL mode they see the
         # last committed state without queueing behind writes (the hot path reads run state
         # and history while shards write). An in-memory database has one connection only.
-        self._reader: ThreadPoolExecutor | None = None
+        self._reader: _Worker | None = None
         self._reader_conn: sqlite3.Connection | None = None
         self._users = 0
         self._lifecycle = asyncio.Lock()
@@ -71,16 +127,16 @@ class SqliteDatabase:
         """Open the file (first caller) and apply the schema; later callers share it."""
         async with self._lifecycle:
             if self._users == 0:
-                executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadenza-sqlite")
+                executor = _Worker("cadenza-sqlite")
                 try:
-                    await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+                    await executor.submit(self._connect)
                 except BaseException:
-                    executor.shutdown(wait=False)
+                    await asyncio.to_thread(executor.shutdown)
                     raise
                 self._executor = executor
                 if self.path != ":memory:" and not self.path.startswith("file::memory:"):
-                    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cadenza-sqlr")
-                    await asyncio.get_running_loop().run_in_executor(reader, self._connect_reader)
+                    reader = _Worker("cadenza-sqlr")
+                    await reader.submit(self._connect_reader)
                     self._reader = reader
             self._users += 1
 
@@ -97,13 +153,13 @@ class SqliteDatabase:
             self._executor = None
             reader, self._reader = self._reader, None
             if reader is not None:
-                await asyncio.get_running_loop().run_in_executor(reader, self._disconnect_reader)
-                await asyncio.to_thread(reader.shutdown, True)
+                await reader.submit(self._disconnect_reader)
+                await asyncio.to_thread(reader.shutdown)
             try:
-                await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
+                await executor.submit(self._disconnect)
             finally:
                 # Joining the (now idle) worker off the loop keeps stop() non-blocking.
-                await asyncio.to_thread(executor.shutdown, True)
+                await asyncio.to_thread(executor.shutdown)
 
     async def read(
         self,
@@ -122,7 +178,7 @@ class SqliteDatabase:
                 "BEGIN", lambda conn: fn(conn, *args, **kwargs), self._reader_conn
             )
 
-        return await asyncio.get_running_loop().run_in_executor(reader, run)
+        return await reader.submit(run)
 
     async def write(
         self,
@@ -151,7 +207,7 @@ class SqliteDatabase:
         def run() -> T:
             return self._transaction(begin, lambda conn: fn(conn, *args, **kwargs))
 
-        return await asyncio.get_running_loop().run_in_executor(executor, run)
+        return await executor.submit(run)
 
     # --- worker thread only -------------------------------------------------------------
 
