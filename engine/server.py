@@ -106,10 +106,14 @@ class Server:
             components.append(shards)
         if "transfer" in roles:
             assert self.matcher is not None
-            executor = TransferExecutor(self.store, self.matcher, self.bus, resolve_domain, n)
+            executor = TransferExecutor(
+                self.store, self.matcher, self.bus, resolve_domain, n, local=self.shards
+            )
             components.append(TransferProcessor(self.task_log, executor))
         if "timer" in roles:
-            components.append(TimerProcessor(self.task_log, self.store, self.clock, closed=self.shards))
+            components.append(
+                TimerProcessor(self.task_log, self.store, self.clock, closed=self.shards)
+            )
         for comp in components:
             await comp.start()
             self._components.append(comp)

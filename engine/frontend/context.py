@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from cadence.api.v1 import history_pb2
 
 from engine.clock import Clock
 from engine.errors import EntityNotExistsError
 from engine.history.bus import CommandBus
+from engine.history.views import LocalState
 from engine.history.watch import RunWatcher
 from engine.ids import shard_for
 from engine.matching.protocols import TaskMatcher
 from engine.model.state import MutableState, decode_state
-from engine.persistence.protocols import CurrentRun, Store
-
-
-class LocalState(Protocol):
-    """Runs whose shard this process owns, as last written (`ShardController`)."""
-
-    def run_state(self, shard_id: int, key: tuple[str, str, str]) -> bytes | None: ...
-
-    def current_run(
-        self, shard_id: int, wkey: tuple[str, str]
-    ) -> tuple[bool, CurrentRun | None]: ...
+from engine.persistence.protocols import Store
 
 
 @dataclass

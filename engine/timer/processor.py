@@ -18,12 +18,12 @@ import asyncio
 import contextlib
 import heapq
 from collections.abc import Sequence
-from typing import Protocol
 
 import structlog
 
 from engine.clock import Clock
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC
+from engine.history.views import LocalState
 from engine.model.commands import Command, CommandKind, encode_command
 from engine.model.tasks import TimerKind, decode_timer
 from engine.persistence.protocols import Store, TimerRow
@@ -37,12 +37,6 @@ NS = 1_000_000_000
 _ACT_ON_CLOSED = frozenset({TimerKind.DELETE_HISTORY})
 
 
-class ClosedRuns(Protocol):
-    def known_closed(self, shard_id: int, key: tuple[str, str, str]) -> bool:
-        """True only if the run is certainly closed (closed runs never reopen)."""
-        ...
-
-
 class _Gate:
     """The in-memory window of one shard's timers."""
 
@@ -53,7 +47,7 @@ class _Gate:
         task_log: TaskLog,
         clock: Clock,
         window_s: float,
-        closed: ClosedRuns | None,
+        closed: LocalState | None,
     ):
         self.shard_id = shard_id
         self.closed = closed
@@ -144,7 +138,7 @@ class TimerProcessor:
         store: Store,
         clock: Clock,
         window_s: float = 60.0,
-        closed: ClosedRuns | None = None,
+        closed: LocalState | None = None,
     ) -> None:
         self.closed = closed
         self.log = task_log

@@ -19,6 +19,7 @@ from engine.errors import (
     WorkflowExecutionAlreadyStartedError,
 )
 from engine.history.bus import CommandBus
+from engine.history.views import LocalState
 from engine.ids import shard_for
 from engine.matching.protocols import TaskMatcher, TaskType
 from engine.model.commands import Command, CommandKind
@@ -42,7 +43,9 @@ class TransferExecutor:
         bus: CommandBus,
         resolve_domain: DomainResolver,
         num_shards: int,
+        local: LocalState | None = None,
     ) -> None:
+        self.local = local
         self.store = store
         self.matcher = matcher
         self.bus = bus
@@ -62,6 +65,10 @@ class TransferExecutor:
 
     async def _state(self, task: TransferTask) -> MutableState | None:
         shard = shard_for(task.workflow_id, self.num_shards)
+        if self.local is not None:
+            raw = self.local.run_state(shard, (task.domain_id, task.workflow_id, task.run_id))
+            if raw is not None:
+                return decode_state(raw)
         snap = await self.store.get_run(shard, task.domain_id, task.workflow_id, task.run_id)
         return decode_state(snap.state) if snap is not None else None
 
