@@ -40,6 +40,7 @@ from engine.shards.controller import ShardController
 from engine.timer.processor import TimerProcessor
 from engine.transfer.executor import TransferExecutor
 from engine.transfer.processor import TransferProcessor
+from engine.transfer.recovery import BacklogRecovery
 from engine.visibility.query import SEARCH_ATTRIBUTE_TYPES
 
 log = structlog.get_logger(__name__)
@@ -109,7 +110,11 @@ class Server:
             executor = TransferExecutor(
                 self.store, self.matcher, self.bus, resolve_domain, n, local=self.shards
             )
-            components.append(TransferProcessor(self.task_log, executor))
+            transfer = TransferProcessor(self.task_log, executor)
+            components.append(transfer)
+            components.append(
+                BacklogRecovery(self.matcher, self.store, self.bus, transfer.workers.owned)
+            )
         if "timer" in roles:
             components.append(
                 TimerProcessor(self.task_log, self.store, self.clock, closed=self.shards)

@@ -23,6 +23,7 @@ Expired tasks are dropped when they reach the head of the backlog or are handed 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
@@ -83,9 +84,15 @@ class MemoryTaskMatcher:
         self._clock: Clock = clock or SystemClock()
         self._poller_ttl_ns = int(poller_ttl_seconds * _NS)
         self._lists: dict[_Key, _TaskList] = {}
+        # The backlog lives and dies with this object (and its process, whose shards are then
+        # acquired afresh, which rebuilds them).
+        self._epoch = uuid.uuid4().hex
 
     async def start(self) -> None:
         pass
+
+    async def backlog_epoch(self) -> str:
+        return self._epoch
 
     async def stop(self) -> None:
         """Wake every waiting poller (with None) and fail every pending query offer.

@@ -6,7 +6,8 @@ Guarantees every backend (memory embedded, Redis distributed) keeps:
   TTL passes (then it is dropped silently).
 - `poll` returns None when `timeout` passes with nothing to hand out (never an error).
 - Tasks are at-least-once: the engine dedupes (RecordStarted) so a task handed out twice is
-  harmless. The engine can always rebuild a lost backlog from mutable state.
+  harmless. The engine can always rebuild a lost backlog from mutable state; `backlog_epoch`
+  tells it when one was lost.
 - Queries are never stored: `offer_query` succeeds only if a poller takes it within the
   timeout; pollers of a decision task list receive queries before backlog tasks.
 """
@@ -70,3 +71,9 @@ class TaskMatcher(Protocol):
         ...
 
     async def backlog(self, domain_id: str, task_list: str, task_type: TaskType) -> int: ...
+
+    async def backlog_epoch(self) -> str:
+        """An id of the storage holding the backlogs. It changes when that storage lost its
+        contents (Redis restarted empty or was flushed), telling the engine to rebuild every
+        backlog from mutable state."""
+        ...

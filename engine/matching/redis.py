@@ -57,6 +57,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
@@ -481,6 +482,16 @@ class RedisTaskMatcher:
         with _translated():
             count = await self._eval(_S_BACKLOG, [keys.backlog, keys.ttl], [self._clock.now_ns()])
         return int(count)
+
+    async def backlog_epoch(self) -> str:
+        """The epoch key, created when missing: an empty Redis (restarted without its data,
+        or flushed) gets a new one."""
+        redis = self._client()
+        key = f"{self._prefix}:epoch"
+        with _translated():
+            await redis.set(key, uuid.uuid4().hex, nx=True)
+            value = await redis.get(key)
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     async def sweep(self) -> int:
         """Put the items of expired leases back at the head of their backlogs (the sweeper

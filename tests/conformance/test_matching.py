@@ -480,3 +480,43 @@ async def test_redis_poll_released_by_stop_gives_its_task_back(tl: str) -> None:
     async with redis_matcher(clock, prefix) as second:
         again = await second.poll(D, tl, ACT, 0)
     assert [p for p in (polled, again) if p is not None] == [PolledTask(b"t0")]
+
+
+async def test_backlog_epoch_is_stable_while_the_backlog_lives(matcher: TaskMatcher) -> None:
+    first = await matcher.backlog_epoch()
+    assert first
+    assert await matcher.backlog_epoch() == first
+
+
+async def test_redis_backlog_epoch_is_shared_and_changes_when_redis_loses_its_data(
+    tl: str,
+) -> None:
+    import redis.asyncio as aioredis
+
+    prefix = _redis_prefix()
+    one, two = (
+        redis_matcher(ManualClock(), prefix=prefix),
+        redis_matcher(ManualClock(), prefix=prefix),
+    )
+    await one.start()
+    await two.start()
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        epoch = await one.backlog_epoch()
+        assert await two.backlog_epoch() == epoch  # every process sees the same storage
+        await one.add_task(D, tl, DEC, b"lost")
+        # What a Redis restart without its data does to this matcher's keys.
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        await client.delete(*keys)
+        assert await one.backlog(D, tl, DEC) == 0
+        changed = await one.backlog_epoch()
+        assert changed != epoch
+        assert await two.backlog_epoch() == changed
+    finally:
+        await client.aclose()
+        await one.stop()
+        await two.stop()
+
+
+async def test_memory_backlog_epoch_is_per_matcher() -> None:
+    assert await MemoryTaskMatcher().backlog_epoch() != await MemoryTaskMatcher().backlog_epoch()
