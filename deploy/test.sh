@@ -6,7 +6,7 @@
 # CADENZA_KEEP_CLUSTER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash deploy/install.sh ".[dev,distributed]"
+bash deploy/install.sh ".[dev,distributed,load]"
 . .venv/bin/activate
 echo "== ruff format --check"; ruff format --check engine workers load tests
 echo "== ruff check"; ruff check engine workers load tests
