@@ -63,6 +63,13 @@ class Reply(msgspec.Struct, omit_defaults=True):
     error_fields: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+def refresh_tasks(domain_id: str, workflow_id: str, run_id: str) -> Command:
+    """The command that makes a run dispatch its pending decision and activities again."""
+    return Command(
+        kind=CommandKind.REFRESH_TASKS, domain_id=domain_id, workflow_id=workflow_id, run_id=run_id
+    )
+
+
 _CMD_ENC = msgspec.msgpack.Encoder()
 _CMD_DEC = msgspec.msgpack.Decoder(Command)
 _REPLY_DEC = msgspec.msgpack.Decoder(Reply)

@@ -24,7 +24,7 @@ from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, Reply
 from engine.history.engine import ShardEngine
 from engine.history.handlers import dispatch
 from engine.history.watch import RunWatcher
-from engine.model.commands import Command, CommandKind, Reply, decode_command, encode_command
+from engine.model.commands import Reply, decode_command, encode_command, refresh_tasks
 from engine.model.tasks import TimerTask, TransferTask, encode_task
 from engine.persistence.protocols import CurrentRun, OutboxTask, ShardWrite, Store
 from engine.queues.protocols import LogConsumer, Record, TaskLog
@@ -142,19 +142,13 @@ class ShardController:
         # Another owner had the shard, or this process starts: a matching backlog may have
         # been lost with it, so every open run re-dispatches its pending tasks.
         open_runs = await self.store.list_open_runs(shard_id)
-        for run in open_runs:
+        if open_runs:
             await self.log.produce(
                 COMMAND_TOPIC,
                 shard_id,
                 [
-                    encode_command(
-                        Command(
-                            kind=CommandKind.REFRESH_TASKS,
-                            domain_id=run.domain_id,
-                            workflow_id=run.workflow_id,
-                            run_id=run.run_id,
-                        )
-                    )
+                    encode_command(refresh_tasks(r.domain_id, r.workflow_id, r.run_id))
+                    for r in open_runs
                 ],
             )
 

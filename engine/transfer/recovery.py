@@ -18,7 +18,7 @@ import structlog
 from engine.errors import EngineError
 from engine.history.bus import CommandBus
 from engine.matching.protocols import TaskMatcher
-from engine.model.commands import Command, CommandKind
+from engine.model.commands import refresh_tasks
 from engine.persistence.protocols import Store
 
 log = structlog.get_logger(__name__)
@@ -62,14 +62,7 @@ class BacklogRecovery:
         refreshed = 0
         for shard_id in shards:
             for run in await self.store.list_open_runs(shard_id):
-                await self.bus.post(
-                    Command(
-                        kind=CommandKind.REFRESH_TASKS,
-                        domain_id=run.domain_id,
-                        workflow_id=run.workflow_id,
-                        run_id=run.run_id,
-                    )
-                )
+                await self.bus.post(refresh_tasks(run.domain_id, run.workflow_id, run.run_id))
                 refreshed += 1
         # Only once every owned shard was refreshed: a failure above retries all of it.
         self.epoch = epoch
