@@ -61,6 +61,7 @@ class Server:
         self.node_id = config.node_id or f"{socket.gethostname()}:{os.getpid()}"
         self.port = config.port
         self._grpc: grpc.aio.Server | None = None
+        # Started parts (backends, then roles), stopped in reverse.
         self._components: list[Any] = []
 
     async def start(self) -> None:
@@ -69,22 +70,26 @@ class Server:
         n = cfg.num_shards
         self.store = open_store(cfg.persistence_url)
         await self.store.start()
+        self._components.append(self.store)
         topics = {COMMAND_TOPIC: n, TRANSFER_TOPIC: n, TIMER_TOPIC: n}
         topics.update(channel_topics(cfg.queues_url))
         self.task_log = open_task_log(cfg.queues_url, topics, store=self.store)
         await self.task_log.start()
+        self._components.append(self.task_log)
         # Task lists are used by the frontend (polls) and the transfer processor (dispatch);
         # a process with the matching role alone runs the matcher's upkeep (lease sweeps).
         self.matcher: TaskMatcher | None = None
         if roles & {"frontend", "transfer", "matching"}:
             self.matcher = open_matcher(cfg.matching_url)
             await self.matcher.start()
+            self._components.append(self.matcher)
         allowed = frozenset(k for k in SEARCH_ATTRIBUTE_TYPES if k not in SYSTEM_SEARCH_ATTRIBUTES)
         self.channel = open_node_channel(self.task_log, self.node_id)
         self.bus = CommandBus(self.task_log, n, self.node_id, channel=self.channel)
         self.watcher = RunWatcher(self.channel)
         if self.channel is not None:
             await self.channel.start(self.bus.deliver, self.watcher.notify)
+            self._components.append(self.channel)
         self.domains = DomainHandler(self.store, cluster_name=cfg.cluster_name)
 
         async def resolve_domain(name: str) -> str:
@@ -174,15 +179,9 @@ class Server:
         if self._grpc is not None:
             await self._grpc.stop(grace=0.5)
             self._grpc = None
-        for comp in reversed(self._components):
-            await comp.stop()
-        self._components.clear()
-        if self.channel is not None:
-            await self.channel.stop()
-        if self.matcher is not None:
-            await self.matcher.stop()
-        await self.task_log.stop()
-        await self.store.stop()
+        # Everything started, in reverse: also what a start() that failed half-way had begun.
+        while self._components:
+            await self._components.pop().stop()
 
     async def __aenter__(self) -> Server:
         await self.start()

@@ -269,3 +269,14 @@ async def test_two_processes_with_different_roles_share_the_shards(
         front.stop()
         if back is not None:
             back.stop()
+
+
+def test_serve_with_an_unreachable_broker_says_so(cluster_config: Path) -> None:
+    assert _run("schema", "apply", "--config", str(cluster_config)).returncode == 0
+    broken = cluster_config.with_name("broken.yaml")
+    text = cluster_config.read_text().replace(backends.KAFKA, "127.0.0.1:1")
+    broken.write_text(text)
+    result = _run("serve", "--config", str(broken), "--port", "0")
+    assert result.returncode == 1
+    assert "kafka at 127.0.0.1:1 is not reachable" in result.stderr
+    assert "Traceback" not in result.stderr
