@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import grpc
+import structlog
 from cadence.api.v1 import (
     common_pb2,
     history_pb2,
@@ -43,7 +44,20 @@ from engine.matching.protocols import TaskType
 from engine.model.commands import Command, CommandKind, Reply
 from engine.model.tasks import decode_dispatch
 
+log = structlog.get_logger(__name__)
+
 FIRST_PAGE = 1000
+
+
+def _may_pass(exc: BaseException) -> bool:
+    """Whether recording a start failed for a reason that can pass (cancelled, timed out, a
+    backend unreachable): then the task goes back. A deterministic refusal must not make a
+    task circle between matching and the shard for ever."""
+    return isinstance(exc, (asyncio.CancelledError, TimeoutError, OSError)) or bool(
+        getattr(exc, "retryable", False)
+    )
+
+
 MAX_POLL_S = 60.0
 
 # Failure reasons Cadence records when a worker's payload is over the blob limit
@@ -65,6 +79,22 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         if left < 2.0:
             raise BadRequestError("Context timeout is too short.")
         return asyncio.get_running_loop().time() + min(MAX_POLL_S, left - 1.0)
+
+    async def _give_back(
+        self, domain_id: str, task_list: str, task_type: TaskType, payload: bytes
+    ) -> None:
+        """Return a polled task to matching when recording it as started failed.
+
+        `poll` removed it from the task list; nothing else would dispatch it again while the
+        run's shard stays where it is. If the start was recorded after all (the reply was
+        lost), the next poller's RecordStarted is refused as a duplicate: harmless.
+        """
+        add = self.fe.matcher.add_task(domain_id, task_list, task_type, payload)
+        try:
+            # Shielded: a poll cancelled by its caller's deadline gives the task back too.
+            await asyncio.shield(add)
+        except Exception:  # matching is down too: left to the shard refresh
+            log.warning("poll_give_back_failed", task_list=task_list, exc_info=True)
 
     # -- decision tasks ----------------------------------------------------------------------
 
@@ -105,6 +135,12 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                 )
             except EntityNotExistsError:
                 continue  # stale or duplicate task: keep polling
+            except BaseException as exc:
+                if _may_pass(exc):
+                    await self._give_back(
+                        task.domain_id, request.task_list.name, TaskType.DECISION, polled.payload
+                    )
+                raise
             return await self._decision_response(task.domain_id, task.workflow_id, values)
         return pb.PollForDecisionTaskResponse()
 
@@ -308,6 +344,12 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                 )
             except EntityNotExistsError:
                 continue
+            except BaseException as exc:
+                if _may_pass(exc):
+                    await self._give_back(
+                        task.domain_id, request.task_list.name, TaskType.ACTIVITY, polled.payload
+                    )
+                raise
             return _activity_response(task.domain_id, task.workflow_id, values)
         return pb.PollForActivityTaskResponse()
 

@@ -12,7 +12,9 @@ conformance suite; where Kafka and the in-process log differ, this is how the pr
   it returns. Calls for one partition queue behind the batch in flight and go out together as
   one record batch (group commit, like the in-process log's transaction), so a call's records
   are contiguous, in call order, and written all-or-nothing unless one call alone is larger
-  than a batch.
+  than a batch. A failed produce (a broker restart, say) may or may not have been written;
+  the producer is replaced before the next send, since aiokafka's idempotent producer does
+  not get over a failed batch on its own.
 - One `AIOKafkaConsumer` per `consumer()`, committing explicitly, reading committed data only.
   aiokafka speaks Kafka's *eager* rebalance protocol: a member gives up all of its partitions
   before it rejoins, and learns what it gets back only once everyone has. A listener therefore
@@ -83,6 +85,8 @@ _BATCH_OVERHEAD = 61
 _RECORD_OVERHEAD = 32
 # aiokafka leaves the group when `getmany` is idle this long; ~24 days means "never" (int32 ms).
 _NO_POLL_LIVENESS_MS = 2**31 - 1
+# After a failed producer replacement (broker down), produces fail at once for this long.
+_RENEW_BACKOFF_S = 0.5
 
 
 def parse_kafka_url(url: str) -> tuple[list[str], str]:
@@ -202,6 +206,14 @@ class KafkaTaskLog:
         self._max_batch_bytes = min(max_batch_bytes, max_message_bytes)
         self._linger_ms = linger_ms
         self._producer: Any = None
+        # Set when a produce failed: the producer is replaced before the next send (see
+        # `_live_producer`). Replaced producers finish their last batches in `_retiring`.
+        self._renew_producer = False
+        self._renewing = asyncio.Lock()
+        # Loop time before which a failed replacement is not tried again: while the broker is
+        # down, callers fail at once instead of each trying to bootstrap a producer in turn.
+        self._renew_not_before = 0.0
+        self._retiring: set[asyncio.Task[None]] = set()
         self._offsets_reader: Any = None
         self._outboxes: dict[tuple[str, int], _Outbox] = {}
         self._members: list[KafkaConsumer] = []
@@ -231,23 +243,8 @@ class KafkaTaskLog:
             raise _translate("start", self.servers, exc) from exc
         finally:
             await admin.close()
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._servers,
-            client_id=self.client_id,
-            acks="all",
-            # Retries after a lost acknowledgement must not duplicate or reorder records.
-            enable_idempotence=True,
-            linger_ms=self._linger_ms,
-            max_batch_size=self._max_batch_bytes,
-            max_request_size=self.max_message_bytes,
-            request_timeout_ms=self.request_timeout_ms,
-        )
-        try:
-            await producer.start()
-        except KafkaError as exc:
-            await producer.stop()
-            raise _translate("producer start", self.servers, exc) from exc
-        self._producer = producer
+        self._producer = await self._start_producer("producer start")
+        self._renew_producer = False
 
     async def stop(self) -> None:
         if self._producer is None:
@@ -263,6 +260,7 @@ class KafkaTaskLog:
         producer, self._producer = self._producer, None
         with contextlib.suppress(KafkaError):
             await producer.stop()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._offsets_reader is not None:
             reader, self._offsets_reader = self._offsets_reader, None
             with contextlib.suppress(KafkaError):
@@ -401,6 +399,65 @@ class KafkaTaskLog:
                 )
             await asyncio.sleep(0.05)
 
+    async def _start_producer(self, action: str) -> Any:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._servers,
+            client_id=self.client_id,
+            acks="all",
+            # Retries after a lost acknowledgement must not duplicate or reorder records.
+            enable_idempotence=True,
+            linger_ms=self._linger_ms,
+            max_batch_size=self._max_batch_bytes,
+            max_request_size=self.max_message_bytes,
+            request_timeout_ms=self.request_timeout_ms,
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            with contextlib.suppress(KafkaError):
+                await producer.stop()
+            raise _translate(action, self.servers, exc) from exc
+        return producer
+
+    async def _live_producer(self) -> Any:
+        """The producer to send with, replaced first if a send failed on it.
+
+        An idempotent aiokafka producer cannot get over a failed batch: a batch that expired
+        while its partition had no leader (a broker restart) leaves a gap in the partition's
+        sequence numbers, the next batch fails with OutOfOrderSequenceNumber, and that stops
+        the producer's sender for good, failing every later produce. A new producer gets a
+        new producer id, so its sequence numbers start afresh. Per partition, order holds:
+        a partition's next batch is only sent once its previous one was answered.
+        """
+        if self._renew_producer:
+            async with self._renewing:
+                if self._renew_producer:
+                    # While the broker is unreachable the caller's produce fails, and one a
+                    # moment later tries again.
+                    loop = asyncio.get_running_loop()
+                    if loop.time() < self._renew_not_before:
+                        raise PersistenceError(
+                            f"kafka at {self.servers} is not reachable (producer restart "
+                            "failed moments ago)"
+                        )
+                    try:
+                        fresh = await self._start_producer("producer restart")
+                    except PersistenceError:
+                        self._renew_not_before = loop.time() + _RENEW_BACKOFF_S
+                        raise
+                    old, self._producer = self._producer, fresh
+                    self._renew_producer = False
+                    log.warning("kafka_producer_replaced", servers=self.servers)
+                    task = asyncio.create_task(self._retire(old))
+                    self._retiring.add(task)
+                    task.add_done_callback(self._retiring.discard)
+        return self._producer
+
+    async def _retire(self, producer: Any) -> None:
+        # Batches still in flight on it (other partitions) get their answers first.
+        with contextlib.suppress(KafkaError):
+            await producer.stop()
+
     async def _flush(self, box: _Outbox) -> None:
         # One batch per turn; calls arriving while it is in flight form the next one.
         while box.pending:
@@ -408,6 +465,8 @@ class KafkaTaskLog:
             try:
                 lasts = await self._send(box, calls)
             except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+                if not isinstance(exc, PersistenceError):
+                    self._renew_producer = True
                 error = _translate("produce", self.servers, exc)
                 for call in calls:
                     if not call.done.done():
@@ -423,7 +482,7 @@ class KafkaTaskLog:
 
     async def _send(self, box: _Outbox, calls: list[_Produce]) -> list[int | BaseException]:
         """Send the calls as few record batches; return each call's last offset or error."""
-        producer = self._producer
+        producer = await self._live_producer()
         builders: list[Any] = []
         # Per call: (first builder, last builder, index of its last record in the last one).
         spans: list[tuple[int, int, int]] = []
@@ -449,6 +508,8 @@ class KafkaTaskLog:
             builder.close()
             futures.append(await producer.send_batch(builder, box.name, partition=box.partition))
         acks: list[Any] = await asyncio.gather(*futures, return_exceptions=True)
+        if producer is self._producer and any(isinstance(a, BaseException) for a in acks):
+            self._renew_producer = True
         lasts: list[int | BaseException] = []
         for first, last, index in spans:
             failed = next((a for a in acks[first : last + 1] if isinstance(a, BaseException)), None)

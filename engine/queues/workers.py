@@ -3,7 +3,8 @@
 The consumer group decides ownership; a loop starts on assign and is cancelled (and awaited)
 on revoke. Each loop hands batches of records to `handle` and commits past them when it
 returns: at-least-once, in order per partition. A failed batch is retried from its first
-record after a backoff.
+record after a backoff. A failed fetch or commit (the broker restarting) is logged and the
+loop goes on: a loop that ended would leave its partition unserved until the next rebalance.
 """
 
 from __future__ import annotations
@@ -77,7 +78,15 @@ class PartitionWorkers:
         assert consumer is not None
         backoff = 0.05
         while True:
-            got = await consumer.getmany([partition], max_records=self.max_records, timeout=1.0)
+            try:
+                got = await consumer.getmany([partition], max_records=self.max_records, timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("queue_fetch_failed", topic=self.topic, partition=partition)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
             records = got.get(partition, [])
             if not records:
                 continue
@@ -92,4 +101,14 @@ class PartitionWorkers:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
-            await consumer.commit({partition: records[-1].offset + 1})
+            try:
+                await consumer.commit({partition: records[-1].offset + 1})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The batch is done; without the commit it is only delivered again (tasks
+                # are idempotent), and the next commit covers it. A revoked partition's loop
+                # is cancelled by the revoke itself.
+                log.warning(
+                    "queue_commit_failed", topic=self.topic, partition=partition, exc_info=True
+                )

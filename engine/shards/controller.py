@@ -32,6 +32,8 @@ from engine.queues.protocols import LogConsumer, Record, TaskLog
 log = structlog.get_logger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+# How long an assigned shard's acquisition is retried while the store or the log is down.
+ACQUIRE_PATIENCE_S = 60.0
 # Consecutive failures of a batch before commands are applied one at a time, and before a
 # single command that keeps failing deterministically is skipped.
 ISOLATE_AFTER = 3
@@ -62,6 +64,9 @@ class ShardController:
         self._loops: dict[int, asyncio.Task[None]] = {}
         self._consumer: LogConsumer | None = None
         self._pending_ack: dict[int, int | None] = {}
+        # Shards whose outbox may hold tasks that never reached their topics (a publish
+        # failed): the outbox ack must not move past them until they are published again.
+        self._unpublished: set[int] = set()
         # Engines of revoked shards, kept in case the next assignment gives them back.
         self._parked: dict[int, ShardEngine] = {}
 
@@ -95,7 +100,29 @@ class ShardController:
 
     async def on_partitions_assigned(self, partitions: set[int]) -> None:
         for shard_id in sorted(partitions):
-            await self._acquire(shard_id)
+            await self._acquire_patiently(shard_id)
+
+    async def _acquire_patiently(self, shard_id: int) -> None:
+        """Acquire, retrying while the store or the log is unreachable (a shard left
+        assigned without a loop would serve nobody until the next rebalance)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + ACQUIRE_PATIENCE_S
+        delay = 0.2
+        while True:
+            try:
+                await self._acquire(shard_id)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if loop.time() > give_up:
+                    log.exception("shard_acquire_failed", shard_id=shard_id)
+                    return
+                log.warning("shard_acquire_retry", shard_id=shard_id, exc_info=True)
+                # A loop started by the failed attempt is stopped before the next one.
+                await self._stop_loops({shard_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- ownership -----------------------------------------------------------------------------
 
@@ -176,6 +203,19 @@ class ShardController:
         while True:
             records: Sequence[Record] = []
             try:
+                if shard_id in self._unpublished:
+                    # Before anything else: later batches would move the outbox ack past
+                    # the tasks a failed publish left behind, and they would be lost.
+                    info = await self.store.get_shard(shard_id)
+                    if info is not None and info.range_id != engine.range_id:
+                        raise ShardOwnershipLostError(shard_id)
+                    if info is not None and info.applied_offset > engine.applied_offset:
+                        # A write whose outcome was unknown (a timeout) did land: go on
+                        # after it instead of applying its commands a second time.
+                        engine.applied_offset = info.applied_offset
+                        consumer.seek(shard_id, engine.applied_offset)
+                    await self._republish_outbox(shard_id, info.outbox_ack if info else 0)
+                    self._unpublished.discard(shard_id)
                 # After repeated failures, apply one command at a time to find the bad one.
                 limit = 1 if failures >= ISOLATE_AFTER else self.max_batch
                 got = await consumer.getmany([shard_id], max_records=limit, timeout=1.0)
@@ -231,10 +271,9 @@ class ShardController:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 consumer.seek(shard_id, engine.applied_offset)
-                with contextlib.suppress(Exception):
-                    # Tasks written but maybe not published: publish the outbox again.
-                    info = await self.store.get_shard(shard_id)
-                    await self._republish_outbox(shard_id, info.outbox_ack if info else 0)
+                # Tasks written but maybe not published: the outbox is published again at
+                # the top of the loop, and until that succeeds nothing else is done.
+                self._unpublished.add(shard_id)
 
     async def _skip(
         self, shard_id: int, engine: ShardEngine, record: Record, exc: Exception

@@ -125,10 +125,21 @@ class _Gate:
                 )
             )
         if commands:
-            await self.log.produce(COMMAND_TOPIC, self.shard_id, commands)
+            try:
+                await self.log.produce(COMMAND_TOPIC, self.shard_id, commands)
+            except BaseException:
+                # Not fired: back in the window, or they would be lost (their ids stay
+                # known, so a reload of the index would not offer them again).
+                for item in due:
+                    heapq.heappush(self.heap, item)
+                raise
         ids = [task_id for _, task_id, _ in due]
-        await self.store.delete_timers(self.shard_id, ids)
-        self.ids.difference_update(ids)
+        try:
+            await self.store.delete_timers(self.shard_id, ids)
+        finally:
+            # Fired. Should the delete have failed, the next reload finds the rows and fires
+            # them again, which the shard ignores (the timer is no longer pending).
+            self.ids.difference_update(ids)
 
 
 class TimerProcessor:

@@ -1,8 +1,12 @@
 """TransferProcessor: consumes the transfer topic of the owned shards and runs each task.
 
 Tasks of one batch run concurrently (bounded); the batch's offset is committed once all are
-done, so a crash re-delivers them (executors are idempotent). A task that keeps failing is
-logged and dropped after a few attempts rather than blocking its partition forever.
+done, so a crash re-delivers them (executors are idempotent). A task that fails for a reason
+that can pass (a store, Redis or the log unreachable, a shard busy or moving: the error is
+`retryable`, or a network error) is retried with capped backoff until it succeeds or the
+partition is revoked: dropping it would lose the work for good. Only a task that fails
+deterministically is logged and dropped after a few attempts, so a bug cannot block its
+partition forever.
 """
 
 from __future__ import annotations
@@ -21,7 +25,14 @@ from engine.transfer.executor import TransferExecutor
 
 log = structlog.get_logger(__name__)
 
+# Attempts of a task that fails deterministically before it is dropped.
 MAX_ATTEMPTS = 5
+MAX_BACKOFF_S = 5.0
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying can help: the engine says so, or the network failed."""
+    return bool(getattr(exc, "retryable", False)) or isinstance(exc, (OSError, TimeoutError))
 
 
 class TransferProcessor:
@@ -43,25 +54,36 @@ class TransferProcessor:
 
     async def _one(self, task: TransferTask) -> None:
         async with self._sem:
-            for attempt in range(MAX_ATTEMPTS):
+            attempt = deterministic = 0
+            while True:
                 try:
                     await self.executor.execute(task)
                     return
                 except asyncio.CancelledError:
                     raise
-                except (EngineError, OSError, RuntimeError):
-                    log.warning(
-                        "transfer_task_retry",
-                        task_kind=task.kind.name,
-                        task_id=task.task_id,
-                        workflow_id=task.workflow_id,
-                        attempt=attempt,
-                        exc_info=True,
-                    )
-                    await asyncio.sleep(0.1 * 2**attempt)
-            log.error(
-                "transfer_task_dropped",
-                task_kind=task.kind.name,
-                task_id=task.task_id,
-                workflow_id=task.workflow_id,
-            )
+                except (EngineError, OSError, RuntimeError) as exc:
+                    retryable = is_retryable(exc)
+                    if not retryable:
+                        deterministic += 1
+                        if deterministic >= MAX_ATTEMPTS:
+                            log.exception(
+                                "transfer_task_dropped",
+                                task_kind=task.kind.name,
+                                task_id=task.task_id,
+                                workflow_id=task.workflow_id,
+                            )
+                            return
+                    # Every attempt would flood the log during an outage: the first few,
+                    # then one in ten.
+                    if attempt < 3 or attempt % 10 == 0:
+                        log.warning(
+                            "transfer_task_retry",
+                            task_kind=task.kind.name,
+                            task_id=task.task_id,
+                            workflow_id=task.workflow_id,
+                            attempt=attempt,
+                            retryable=retryable,
+                            exc_info=True,
+                        )
+                    await asyncio.sleep(min(0.1 * 2 ** min(attempt, 8), MAX_BACKOFF_S))
+                    attempt += 1
