@@ -40,6 +40,17 @@ ISOLATE_AFTER = 3
 SKIP_AFTER = 6
 
 
+def _within_bytes(records: Sequence[Record], limit: int) -> Sequence[Record]:
+    """The longest prefix of `records` whose values add up to at most `limit` bytes, and at
+    least the first record (a command alone is as large as the API allows)."""
+    total = 0
+    for i, record in enumerate(records):
+        total += len(record.value)
+        if total > limit and i > 0:
+            return records[:i]
+    return records
+
+
 class ShardController:
     def __init__(
         self,
@@ -51,7 +62,9 @@ class ShardController:
         allowed_search_attributes: frozenset[str],
         watcher: RunWatcher | None = None,
         max_batch: int = 500,
+        max_batch_bytes: int = 4 * 1024 * 1024,
     ) -> None:
+        self.max_batch_bytes = max_batch_bytes
         self.watcher = watcher
         self.store = store
         self.log = task_log
@@ -220,6 +233,12 @@ class ShardController:
                 limit = 1 if failures >= ISOLATE_AFTER else self.max_batch
                 got = await consumer.getmany([shard_id], max_records=limit, timeout=1.0)
                 records = got.get(shard_id, [])
+                kept = _within_bytes(records, self.max_batch_bytes)
+                if len(kept) < len(records):
+                    # The rest form the next batch: one store write stays below the
+                    # store's batch limits even when commands carry large payloads.
+                    consumer.seek(shard_id, records[len(kept)].offset)
+                    records = kept
                 ack = self._pending_ack.get(shard_id)
                 if not records and ack is None:
                     if engine.applied_offset > committed_offset:

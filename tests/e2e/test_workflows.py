@@ -609,6 +609,49 @@ async def test_signal_is_deduplicated_by_request_id(client: Client) -> None:
     assert events[3].workflow_execution_signaled_event_attributes.request_id == req.request_id
 
 
+async def test_signals_just_under_the_blob_limit_are_kept_whole(client: Client) -> None:
+    """Payloads the API accepts are stored, also several at once in one group commit (in
+    distributed mode each group commit is one Cassandra batch)."""
+    run = await start_raw(client, start_request("WaitForSignals", f"tl-{uuid.uuid4()}"))
+    payloads = [bytes([65 + i]) * (2 * 1024 * 1024 - 1024) for i in range(3)]
+    await asyncio.gather(
+        *(
+            client.workflow_stub.SignalWorkflowExecution(
+                service_workflow_pb2.SignalWorkflowExecutionRequest(
+                    domain=DOMAIN,
+                    workflow_execution=run,
+                    identity="big",
+                    request_id=str(uuid.uuid4()),
+                    signal_name="add",
+                    signal_input=common_pb2.Payload(data=data),
+                ),
+                timeout=60,
+            )
+            for data in payloads
+        )
+    )
+    # One event a page: the client takes at most 4 MB in one message.
+    events: list[history_pb2.HistoryEvent] = []
+    token = b""
+    while True:
+        page = await client.workflow_stub.GetWorkflowExecutionHistory(
+            service_workflow_pb2.GetWorkflowExecutionHistoryRequest(
+                domain=DOMAIN, workflow_execution=run, page_size=1, next_page_token=token
+            )
+        )
+        events.extend(page.history.events)
+        token = page.next_page_token
+        if not token:
+            break
+    check_history(events)
+    got = sorted(
+        e.workflow_execution_signaled_event_attributes.input.data
+        for e in events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    )
+    assert got == payloads
+
+
 async def test_signal_of_missing_or_closed_run_is_entity_not_exists(client: Client) -> None:
     with pytest.raises(EntityNotExistsError):
         await client.signal_workflow("no-such-workflow", "", "add", "x")
