@@ -72,6 +72,12 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
     def __init__(self, fe: FrontendContext) -> None:
         self.fe = fe
 
+    def _answer_by(self, context: grpc.aio.ServicerContext) -> int:
+        """Clock time after which recording a start is refused: the poller will have given
+        up by then, and a task started for nobody would wait for its timeout (the poll hands
+        the task back to matching instead)."""
+        return self.fe.clock.now_ns() + int(deadline_left(context) * 1_000_000_000)
+
     @staticmethod
     def _poll_until(context: grpc.aio.ServicerContext) -> float:
         """Loop time at which a long poll returns empty: min(1 min, deadline - 1 s)."""
@@ -130,8 +136,10 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                             "attempt": task.attempt,
                             "request_id": str(uuid.uuid4()),
                             "identity": request.identity,
+                            "expires_ns": self._answer_by(context),
                         },
-                    )
+                    ),
+                    timeout=max(0.1, deadline_left(context)),
                 )
             except EntityNotExistsError:
                 continue  # stale or duplicate task: keep polling
@@ -339,8 +347,10 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                             "attempt": task.attempt,
                             "request_id": str(uuid.uuid4()),
                             "identity": request.identity,
+                            "expires_ns": self._answer_by(context),
                         },
-                    )
+                    ),
+                    timeout=max(0.1, deadline_left(context)),
                 )
             except EntityNotExistsError:
                 continue

@@ -20,6 +20,7 @@ from cadence.api.v1 import (
 from engine.errors import (
     BadRequestError,
     EntityNotExistsError,
+    ServiceBusyError,
     WorkflowExecutionAlreadyStartedError,
 )
 from engine.execution import activities, decisions, external
@@ -245,10 +246,20 @@ def _decision_env(engine: ShardEngine, batch: Batch) -> DecisionEnv:
     )
 
 
+def _refuse_if_poller_gone(engine: ShardEngine, args: dict[str, Any]) -> None:
+    """A start applied after its poller gave up (the shard was slow or the store down) would
+    leave the task started for nobody until its timeout; refused, the task (handed back to
+    matching by the poll) goes to the next poller."""
+    expires = args.get("expires_ns")
+    if expires is not None and engine.now_ns() > expires:
+        raise ServiceBusyError("the poller gave up before the task could be recorded as started")
+
+
 async def handle_record_decision_started(
     engine: ShardEngine, batch: Batch, cmd: Command
 ) -> dict[str, Any]:
     a = cmd.args
+    _refuse_if_poller_gone(engine, a)
     key = await _resolve(engine, batch, cmd)
     d = _mutate(
         engine,
@@ -321,6 +332,7 @@ async def handle_record_activity_started(
     engine: ShardEngine, batch: Batch, cmd: Command
 ) -> dict[str, Any]:
     a = cmd.args
+    _refuse_if_poller_gone(engine, a)
     key = await _resolve(engine, batch, cmd)
     info = _mutate(
         engine,
