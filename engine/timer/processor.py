@@ -59,8 +59,14 @@ class _Gate:
         self.ids: set[int] = set()
         self.horizon_ns = 0
         self.wake = asyncio.Event()
+        # Rows offered while a reload's index query is in flight (None: no reload running).
+        self._reloading: list[TimerRow] | None = None
 
     def offer(self, rows: Sequence[TimerRow]) -> None:
+        if self._reloading is not None:
+            # The index query in flight may have missed these rows (written after it read)
+            # and the horizon is about to move: offer them again once it has.
+            self._reloading.extend(rows)
         earliest = self.heap[0][0] if self.heap else None
         for row in rows:
             if row.fire_ns <= self.horizon_ns and row.task_id not in self.ids:
@@ -72,11 +78,16 @@ class _Gate:
     async def _reload(self, now: int) -> None:
         limit = 10_000
         horizon = now + self.window_ns
-        rows = await self.store.due_timers(self.shard_id, horizon, limit)
+        self._reloading = []
+        try:
+            rows = await self.store.due_timers(self.shard_id, horizon, limit)
+        finally:
+            offered_meanwhile, self._reloading = self._reloading, None
         if len(rows) == limit:
             horizon = rows[-1].fire_ns
         self.horizon_ns = horizon
         self.offer(rows)
+        self.offer(offered_meanwhile)
 
     async def run(self) -> None:
         while True:
