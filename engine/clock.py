@@ -15,6 +15,14 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    async def sleep_until(self, deadline_ns: int) -> None:
+        """Wait until `now_ns()` reaches `deadline_ns` (at once if it has).
+
+        For a deadline worked out before an await: a relative sleep computed from an earlier
+        `now` would wait too long by however much time that await took.
+        """
+        ...
+
 
 class SystemClock:
     def now_ns(self) -> int:
@@ -22,6 +30,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    async def sleep_until(self, deadline_ns: int) -> None:
+        await asyncio.sleep(max(0.0, (deadline_ns - time.time_ns()) / 1e9))
 
 
 class ManualClock:
@@ -43,6 +54,9 @@ class ManualClock:
         # The deadline is fixed at the call, not when the coroutine first runs: a caller that
         # wraps it in a task must not lose an `advance` that lands before the task starts.
         return self._sleep_until(self._now + int(seconds * 1e9))
+
+    def sleep_until(self, deadline_ns: int) -> Coroutine[Any, Any, None]:
+        return self._sleep_until(deadline_ns)
 
     async def _sleep_until(self, deadline: int) -> None:
         while self._now < deadline:

@@ -104,7 +104,10 @@ class _Gate:
             if self.heap:
                 next_ns = min(next_ns, self.heap[0][0])
             self.wake.clear()
-            sleeper = asyncio.ensure_future(self.clock.sleep(max(0, next_ns - now) / NS))
+            # Until `next_ns`, not for `next_ns - now`: `now` was read before the reload's
+            # query, and time moved on while it ran (a clock advanced meanwhile would
+            # otherwise put the wake-up past the timer, as far again as it moved).
+            sleeper = asyncio.ensure_future(self.clock.sleep_until(next_ns))
             waker = asyncio.ensure_future(self.wake.wait())
             try:
                 await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
