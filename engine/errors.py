@@ -22,6 +22,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+def can_pass(exc: BaseException) -> bool:
+    """Whether trying again can help: the engine marks the error retryable, or the network
+    or a deadline failed (a backend restarting). A deterministic refusal cannot pass."""
+    return bool(getattr(exc, "retryable", False)) or isinstance(exc, (OSError, TimeoutError))
+
+
 class EngineError(Exception):
     """Root of every error the engine raises on purpose."""
 

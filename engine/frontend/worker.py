@@ -25,7 +25,7 @@ from cadence.api.v1 import (
 )
 from google.protobuf import wrappers_pb2
 
-from engine.errors import BadRequestError, EntityNotExistsError
+from engine.errors import BadRequestError, EntityNotExistsError, can_pass
 from engine.execution.mutation import LOCAL_VERSION
 from engine.execution.protos import dur, ts
 from engine.frontend import validation as v
@@ -50,12 +50,10 @@ FIRST_PAGE = 1000
 
 
 def _may_pass(exc: BaseException) -> bool:
-    """Whether recording a start failed for a reason that can pass (cancelled, timed out, a
-    backend unreachable): then the task goes back. A deterministic refusal must not make a
-    task circle between matching and the shard for ever."""
-    return isinstance(exc, (asyncio.CancelledError, TimeoutError, OSError)) or bool(
-        getattr(exc, "retryable", False)
-    )
+    """Whether recording a start failed for a reason that can pass (the poll cancelled, or
+    `can_pass`): then the task goes back. A deterministic refusal must not make a task circle
+    between matching and the shard for ever."""
+    return isinstance(exc, asyncio.CancelledError) or can_pass(exc)
 
 
 MAX_POLL_S = 60.0

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import structlog
 
-from engine.errors import EngineError
+from engine.errors import EngineError, can_pass
 from engine.history.bus import TRANSFER_TOPIC
 from engine.model.tasks import TransferTask, decode_transfer
 from engine.queues.protocols import Record, TaskLog
@@ -28,11 +28,6 @@ log = structlog.get_logger(__name__)
 # Attempts of a task that fails deterministically before it is dropped.
 MAX_ATTEMPTS = 5
 MAX_BACKOFF_S = 5.0
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether retrying can help: the engine says so, or the network failed."""
-    return bool(getattr(exc, "retryable", False)) or isinstance(exc, (OSError, TimeoutError))
 
 
 class TransferProcessor:
@@ -62,7 +57,7 @@ class TransferProcessor:
                 except asyncio.CancelledError:
                     raise
                 except (EngineError, OSError, RuntimeError) as exc:
-                    retryable = is_retryable(exc)
+                    retryable = can_pass(exc)
                     if not retryable:
                         deterministic += 1
                         if deterministic >= MAX_ATTEMPTS:

@@ -100,7 +100,7 @@ async def test_a_bus_caller_is_answered_by_a_shard_owner_in_another_bus(
     start = await kafka.end_offset(COMMAND_TOPIC, 0)
 
     async def shard_owner() -> None:
-        consumer = AIOKafkaTail(kafka)
+        consumer = ShardOwnerReader(kafka)
         record = await consumer.first_from(start)
         cmd = decode_command(record)
         await owner.send_reply(cmd.reply_to, Reply(key=cmd.reply_key, values={"run_id": "r1"}))
@@ -138,26 +138,28 @@ async def test_watchers_in_other_processes_wake_on_the_change_they_wait_for(
         await there.channel.stop()
 
 
-class AIOKafkaTail:
-    """Reads one record of the command topic, as a shard owner would."""
+class ShardOwnerReader:
+    """Reads the command topic through the product's consumer, as a shard owner does: it joins
+    a group, is assigned partition 0 and seeks to where it means to start."""
 
     def __init__(self, log: KafkaTaskLog) -> None:
-        self.log = log
+        self.assigned = asyncio.Event()
+        self.consumer = log.consumer(COMMAND_TOPIC, f"owner-{uuid.uuid4()}", self)
+
+    async def on_partitions_revoked(self, partitions: set[int]) -> None:
+        self.assigned.clear()
+
+    async def on_partitions_assigned(self, partitions: set[int]) -> None:
+        self.assigned.set()
 
     async def first_from(self, offset: int) -> bytes:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.log.servers, group_id=None)
-        await consumer.start()
+        await self.consumer.start()
         try:
-            tp = TopicPartition(self.log.kafka_name(COMMAND_TOPIC), 0)
-            consumer.assign([tp])
-            consumer.seek(tp, offset)
+            await asyncio.wait_for(self.assigned.wait(), 30)
+            self.consumer.seek(0, offset)
             while True:
-                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
-                for records in batch.values():
+                for records in (await self.consumer.getmany([0], max_records=1)).values():
                     for record in records:
-                        value: bytes = record.value
-                        return value
+                        return record.value
         finally:
-            await consumer.stop()
+            await self.consumer.stop()
