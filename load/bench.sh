@@ -4,7 +4,7 @@
 # and stops itself). Results land in load/out/ (git-ignored); stdout is what the doc quotes.
 #
 #   bash load/bench.sh            # everything
-#   bash load/bench.sh w2 w3      # only the named measurements (w1..w5, compare)
+#   bash load/bench.sh w2 w3      # only the named measurements (w1..w5, compare, ceiling)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-7899}
@@ -51,4 +51,12 @@ for driver in client protocol; do
 done
 if selected compare; then
   measure compare w1 --workflows 300 --concurrency 50 --warmup 30 --peer temporal
+fi
+if selected ceiling; then
+  # No engine: what the gRPC transport alone allows on this machine (see load/ceiling.py).
+  for procs in "1 1" "2 1" "1 2" "2 2"; do
+    read -r servers clients <<<"$procs"
+    echo "\$ python -m load.ceiling --seconds 10 --servers $servers --clients $clients --concurrency 100"
+    .venv/bin/python -m load.ceiling --seconds 10 --servers "$servers" --clients "$clients" --concurrency 100
+  done
 fi
