@@ -18,7 +18,7 @@ Fencing and atomicity (the contract each backend must keep):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -168,8 +168,13 @@ class ExecutionStore(Protocol):
         """Outbox tasks above `after_task_id`, in task_id order."""
         ...
 
-    async def list_open_runs(self, shard_id: int) -> list[RunKey]:
-        """Every run of the shard that is not closed."""
+    def open_runs(self, shard_id: int, page_size: int = 1000) -> AsyncIterator[list[RunKey]]:
+        """The shard's runs that are not closed, in pages of at most `page_size`, in key order.
+
+        A page is read when the previous one has been consumed, so a shard with millions of
+        open runs is walked without holding them all. Runs opened or closed during the walk
+        may or may not appear.
+        """
         ...
 
 

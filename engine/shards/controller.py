@@ -181,15 +181,12 @@ class ShardController:
             return
         # Another owner had the shard, or this process starts: a matching backlog may have
         # been lost with it, so every open run re-dispatches its pending tasks.
-        open_runs = await self.store.list_open_runs(shard_id)
-        if open_runs:
+        # Page by page: a shard's open runs need not fit in memory, nor in one produce.
+        async for page in self.store.open_runs(shard_id):
             await self.log.produce(
                 COMMAND_TOPIC,
                 shard_id,
-                [
-                    encode_command(refresh_tasks(r.domain_id, r.workflow_id, r.run_id))
-                    for r in open_runs
-                ],
+                [encode_command(refresh_tasks(r.domain_id, r.workflow_id, r.run_id)) for r in page],
             )
 
     async def _stop_loops(self, partitions: set[int]) -> None:

@@ -61,9 +61,10 @@ class BacklogRecovery:
         log.warning("matching_backlog_lost", old=self.epoch, new=epoch, shards=shards)
         refreshed = 0
         for shard_id in shards:
-            for run in await self.store.list_open_runs(shard_id):
-                await self.bus.post(refresh_tasks(run.domain_id, run.workflow_id, run.run_id))
-                refreshed += 1
+            async for page in self.store.open_runs(shard_id):
+                for run in page:
+                    await self.bus.post(refresh_tasks(run.domain_id, run.workflow_id, run.run_id))
+                refreshed += len(page)
         # Only once every owned shard was refreshed: a failure above retries all of it.
         self.epoch = epoch
         return refreshed

@@ -151,6 +151,11 @@ def run(
     )
 
 
+async def open_runs(store: Store, shard_id: int, page_size: int = 1000) -> list[RunKey]:
+    """Every page of the shard's open runs, in the order the store gave them."""
+    return [key async for page in store.open_runs(shard_id, page_size) for key in page]
+
+
 def batch(first: int, count: int) -> HistoryBatch:
     return HistoryBatch(
         first_event_id=first, events=f"ev{first}-{count}".encode(), event_count=count
@@ -199,7 +204,7 @@ async def test_stale_owner_write_fails_and_applies_nothing(store: Store) -> None
     assert await store.read_history(D, "wf-1", "r1", 1, 100) == []
     assert await store.read_outbox(1, 0) == []
     assert await store.get_visibility(D, "wf-1", "r1") is None
-    assert await store.list_open_runs(1) == []
+    assert await open_runs(store, 1) == []
     assert (await store.get_shard(1)).applied_offset == 0  # type: ignore[union-attr]
     # The new owner's identical write goes through.
     stale.range_id = b.range_id
@@ -459,7 +464,31 @@ async def test_domains_unique_conditional_update_and_paging(store: Store) -> Non
 # --- open runs ------------------------------------------------------------------------------
 
 
-async def test_list_open_runs_follows_visibility_close_status(store: Store) -> None:
+async def test_open_runs_come_in_pages_in_key_order_without_the_closed(store: Store) -> None:
+    s = await store.acquire_shard(11, "host")
+    ids = [f"wf-{i:02d}" for i in range(27)]
+    # Every third run is created closed; they must not be listed, nor shift a page's bounds.
+    await store.write_shard(
+        ShardWrite(
+            11,
+            s.range_id,
+            runs=[
+                run(f"r-{wf}", wf, vis=visibility(f"r-{wf}", wf, closed=1 if i % 3 == 0 else 0))
+                for i, wf in enumerate(ids)
+            ],
+        )
+    )
+    open_ids = [wf for i, wf in enumerate(ids) if i % 3 != 0]  # 18 runs
+    pages = [page async for page in store.open_runs(11, page_size=5)]
+    assert [len(page) for page in pages] == [5, 5, 5, 3]
+    walked = [key for page in pages for key in page]
+    assert walked == [RunKey(D, wf, f"r-{wf}") for wf in open_ids]
+    # A count that fills its last page exactly ends without an empty page.
+    assert [len(page) async for page in store.open_runs(11, page_size=6)] == [6, 6, 6]
+    assert [page async for page in store.open_runs(12, page_size=5)] == []
+
+
+async def test_open_runs_follow_visibility_close_status(store: Store) -> None:
     s = await store.acquire_shard(9, "host")
     await store.write_shard(
         ShardWrite(
@@ -479,8 +508,8 @@ async def test_list_open_runs_follows_visibility_close_status(store: Store) -> N
     def keys(runs: list[RunKey]) -> set[str]:
         return {r.run_id for r in runs}
 
-    assert keys(await store.list_open_runs(9)) == {"a", "b"}
-    assert await store.list_open_runs(10) == [RunKey(D, "wf-z", "z")]
+    assert keys(await open_runs(store, 9)) == {"a", "b"}
+    assert await open_runs(store, 10) == [RunKey(D, "wf-z", "z")]
     # Closing b through its visibility record; a later write without one leaves it closed.
     await store.write_shard(
         ShardWrite(
@@ -492,12 +521,12 @@ async def test_list_open_runs_follows_visibility_close_status(store: Store) -> N
     await store.write_shard(
         ShardWrite(9, s.range_id, runs=[run("b", "wf-b", next_id=5, expected=4)])
     )
-    assert keys(await store.list_open_runs(9)) == {"a"}
+    assert keys(await open_runs(store, 9)) == {"a"}
     # An update without visibility leaves an open run open.
     await store.write_shard(
         ShardWrite(9, s.range_id, runs=[run("a", "wf-a", next_id=4, expected=3)])
     )
-    assert await store.list_open_runs(9) == [RunKey(D, "wf-a", "a")]
+    assert await open_runs(store, 9) == [RunKey(D, "wf-a", "a")]
 
 
 # --- visibility -----------------------------------------------------------------------------
@@ -606,7 +635,7 @@ async def check_populated(store: Store, range_id: int) -> None:
     assert await store.due_timers(20, 100, 10) == [TimerRow(10, 2, b"t2")]
     assert await store.get_domain(name="x") == DomainRecord("id-x", "x", b"info", 0)
     assert await store.get_visibility(D, "wf-1", "r1") == visibility("r1")
-    assert await store.list_open_runs(20) == [RunKey(D, "wf-1", "r1")]
+    assert await open_runs(store, 20) == [RunKey(D, "wf-1", "r1")]
 
 
 async def test_everything_survives_close_and_reopen(make_store: Callable[[], Store]) -> None:

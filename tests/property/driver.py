@@ -505,7 +505,9 @@ async def check_shard(driver: ShardDriver, workflow_ids: list[str]) -> dict[str,
     # No event twice: task ids are unique across the shard.
     all_ids = [e.task_id for r in runs for e in r.events]
     assert len(all_ids) == len(set(all_ids)), "an event was written twice"
-    open_rows = {(k.workflow_id, k.run_id) for k in await driver.store.list_open_runs(SHARD_ID)}
+    open_rows = {
+        (k.workflow_id, k.run_id) async for page in driver.store.open_runs(SHARD_ID) for k in page
+    }
     assert open_rows == {(r.workflow_id, r.run_id) for r in runs if r.state.is_open}
     for wf in workflow_ids:
         mine = [r for r in runs if r.workflow_id == wf]

@@ -26,6 +26,7 @@ bookkeeping of visibility copies (see `visibility`) assumes it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,6 @@ log = structlog.get_logger(__name__)
 RunTuple = tuple[str, str, str]
 _ACQUIRE_ATTEMPTS = 20
 _OUTBOX_FETCH = 500
-_OPEN_RUNS_FETCH = 2000
 
 
 class _InBatchConflict(Exception):
@@ -202,11 +202,14 @@ class Executions:
         state, next_event_id = rows[0]
         return RunSnapshot(state=state or b"", next_event_id=next_event_id)
 
-    async def list_open_runs(self, shard_id: int) -> list[RunKey]:
-        rows = await self._db.fetch_all(
-            self._st.select_flags, (shard_id, OPEN_RUN), fetch_size=_OPEN_RUNS_FETCH
-        )
-        return [RunKey(domain_id=r[0], workflow_id=r[1], run_id=r[2]) for r in rows]
+    async def open_runs(self, shard_id: int, page_size: int) -> AsyncIterator[list[RunKey]]:
+        # The driver's paging state walks the partition; the next page is fetched only when
+        # this one was consumed.
+        async for rows in self._db.pages(
+            self._st.select_flags, (shard_id, OPEN_RUN), fetch_size=page_size
+        ):
+            if rows:
+                yield [RunKey(domain_id=r[0], workflow_id=r[1], run_id=r[2]) for r in rows]
 
     async def read_outbox(self, shard_id: int, after_task_id: int) -> list[OutboxTask]:
         rows = await self._db.fetch_all(

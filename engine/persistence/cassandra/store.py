@@ -10,7 +10,7 @@ goes through the asyncio bridge in `aio`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -142,8 +142,9 @@ class CassandraStore:
     async def read_outbox(self, shard_id: int, after_task_id: int) -> list[OutboxTask]:
         return await self._p.executions.read_outbox(shard_id, after_task_id)
 
-    async def list_open_runs(self, shard_id: int) -> list[RunKey]:
-        return await self._p.executions.list_open_runs(shard_id)
+    async def open_runs(self, shard_id: int, page_size: int = 1000) -> AsyncIterator[list[RunKey]]:
+        async for page in self._p.executions.open_runs(shard_id, page_size):
+            yield page
 
     # --- HistoryStore -----------------------------------------------------------------------
 

@@ -84,12 +84,16 @@ def get_run(
     return None if row is None else RunSnapshot(state=row[0], next_event_id=row[1])
 
 
-def list_open_runs(conn: sqlite3.Connection, shard_id: int) -> list[RunKey]:
+def open_runs_after(
+    conn: sqlite3.Connection, shard_id: int, after: RunKey | None, limit: int
+) -> list[RunKey]:
+    """A page of open runs in key order, after `after` (keyset paging on `executions_open`)."""
+    low = ("", "", "") if after is None else (after.domain_id, after.workflow_id, after.run_id)
     rows = conn.execute(
         """SELECT domain_id, workflow_id, run_id FROM executions
-           WHERE shard_id = ? AND is_open = 1
-           ORDER BY domain_id, workflow_id, run_id""",
-        (shard_id,),
+           WHERE shard_id = ? AND is_open = 1 AND (domain_id, workflow_id, run_id) > (?, ?, ?)
+           ORDER BY domain_id, workflow_id, run_id LIMIT ?""",
+        (shard_id, *low, limit),
     )
     return [RunKey(domain_id=r[0], workflow_id=r[1], run_id=r[2]) for r in rows]
 

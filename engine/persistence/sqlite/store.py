@@ -9,7 +9,7 @@ mode runs on one file and one writer thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -97,8 +97,15 @@ class SqliteStore:
     async def read_outbox(self, shard_id: int, after_task_id: int) -> list[OutboxTask]:
         return await self._db.read(executions.read_outbox, shard_id, after_task_id)
 
-    async def list_open_runs(self, shard_id: int) -> list[RunKey]:
-        return await self._db.read(executions.list_open_runs, shard_id)
+    async def open_runs(self, shard_id: int, page_size: int = 1000) -> AsyncIterator[list[RunKey]]:
+        after: RunKey | None = None
+        while True:
+            page = await self._db.read(executions.open_runs_after, shard_id, after, page_size)
+            if page:
+                yield page
+            if len(page) < page_size:
+                return
+            after = page[-1]
 
     # --- HistoryStore -----------------------------------------------------------------------
 
