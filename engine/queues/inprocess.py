@@ -7,7 +7,9 @@ semantics the engine relies on, so shard, transfer and timer code runs unchanged
   (`log_partitions.end_offset` remembers where each partition ended).
 - `produce` returns once its records are committed to SQLite. Produce calls made in the same
   loop iteration, or while a previous flush is on disk, share one transaction (producer-side
-  group commit); a partition's records keep the order of the calls.
+  group commit); a partition's records keep the order of the calls. Consumer offset commits
+  join the same transactions: a workflow's few commits and appends cost one write, not one
+  each.
 - Consumers of one group split a topic's partitions by range. When a member joins or leaves,
   every revoke (awaited `on_partitions_revoked`) happens before any assign. Listeners get the
   change: the partitions a member loses, then the partitions it gains; `assignment()` is the
@@ -59,6 +61,14 @@ class _Produce:
     done: asyncio.Future[int]
 
 
+@dataclass(eq=False, slots=True)
+class _Commit:
+    group: str
+    topic: str
+    offsets: dict[int, int]
+    done: asyncio.Future[None]
+
+
 class _Notifier:
     """Wakes every waiter of a topic at once; a waiter arms before it looks, so no wake is lost."""
 
@@ -97,8 +107,13 @@ def _load_partitions(conn: sqlite3.Connection) -> list[tuple[str, int, int, int]
 
 
 def _append(
-    conn: sqlite3.Connection, rows: list[tuple[str, int, int, bytes]], ends: list[tuple[Any, ...]]
+    conn: sqlite3.Connection,
+    rows: list[tuple[str, int, int, bytes]],
+    ends: list[tuple[Any, ...]],
+    offsets: list[tuple[str, str, int, int]],
 ) -> None:
+    if offsets:
+        _store_offsets(conn, offsets)
     conn.executemany(
         "INSERT INTO log_records (topic, partition, offset, value) VALUES (?, ?, ?, ?)", rows
     )
@@ -129,11 +144,12 @@ def _load_committed(conn: sqlite3.Connection, group: str, topic: str) -> dict[in
     return {partition: offset for partition, offset in rows}
 
 
-def _commit(conn: sqlite3.Connection, group: str, topic: str, offsets: dict[int, int]) -> None:
+def _store_offsets(conn: sqlite3.Connection, offsets: list[tuple[str, str, int, int]]) -> None:
+    """Rows of (group, topic, partition, next offset), applied in order."""
     conn.executemany(
         """INSERT OR REPLACE INTO log_group_offsets (group_id, topic, partition, next_offset)
            VALUES (?, ?, ?, ?)""",
-        [(group, topic, partition, offset) for partition, offset in offsets.items()],
+        offsets,
     )
 
 
@@ -207,6 +223,7 @@ class InProcessTaskLog:
         self._notifiers = {topic: _Notifier() for topic in topics}
         self._groups: dict[tuple[str, str], _Group] = {}
         self._pending: list[_Produce] = []
+        self._commits: list[_Commit] = []
         self._flusher: asyncio.Task[None] | None = None
         self._trimmer: asyncio.Task[None] | None = None
         self._started = False
@@ -279,11 +296,23 @@ class InProcessTaskLog:
             return part.end - 1
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append(_Produce(part, list(values), done))
-        if self._flusher is None or self._flusher.done():
-            # Started as a task, it first runs on the next loop iteration: every produce made
-            # in this iteration lands in the same transaction.
-            self._flusher = asyncio.create_task(self._flush(), name="log-flush")
+        self._wake_flusher()
         return await done
+
+    async def _commit(self, group: str, topic: str, offsets: dict[int, int]) -> None:
+        """Store a group's offsets in the next flush's transaction; returns once durable."""
+        if not self._started:
+            raise RuntimeError("the in-process log is not started")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._commits.append(_Commit(group, topic, offsets, done))
+        self._wake_flusher()
+        await done
+
+    def _wake_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            # Started as a task, it first runs on the next loop iteration: every produce and
+            # commit made in this iteration lands in the same transaction.
+            self._flusher = asyncio.create_task(self._flush(), name="log-flush")
 
     def consumer(self, topic: str, group: str, listener: RebalanceListener) -> InProcessConsumer:
         self.partitions(topic)
@@ -315,9 +344,11 @@ class InProcessTaskLog:
         return self._partitions[topic][partition]
 
     async def _flush(self) -> None:
-        # One transaction per turn; produces arriving while it is on disk form the next one.
-        while self._pending:
+        # One transaction per turn; produces and commits arriving while it is on disk form
+        # the next one.
+        while self._pending or self._commits:
             batch, self._pending = self._pending, []
+            commits, self._commits = self._commits, []
             ends: dict[_Partition, int] = {}
             rows: list[tuple[str, int, int, bytes]] = []
             lasts: list[int] = []
@@ -329,15 +360,25 @@ class InProcessTaskLog:
                 )
                 ends[part] = base + len(item.values)
                 lasts.append(ends[part] - 1)
+            offsets = [
+                (c.group, c.topic, partition, offset)
+                for c in commits
+                for partition, offset in c.offsets.items()
+            ]
             try:
                 await self._db.write(
-                    _append, rows, [(p.topic, p.index, end) for p, end in ends.items()]
+                    _append, rows, [(p.topic, p.index, end) for p, end in ends.items()], offsets
                 )
-            except Exception as exc:  # noqa: BLE001 - handed to every producer of the batch
-                for item in batch:
-                    if not item.done.done():
-                        item.done.set_exception(exc)
+            except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+                waiters: list[asyncio.Future[Any]] = [item.done for item in batch]
+                waiters += [c.done for c in commits]
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
                 continue
+            for c in commits:
+                if not c.done.done():
+                    c.done.set_result(None)
             # Durable: publish to the tails, then answer the producers and wake consumers.
             for topic, partition, offset, value in rows:
                 self._partitions[topic][partition].tail.append(
@@ -569,7 +610,7 @@ class InProcessConsumer:
         if not offsets:
             return
         group = self._owner._group(self.topic, self.group)
-        await self._owner._db.write(_commit, self.group, self.topic, dict(offsets))
+        await self._owner._commit(self.group, self.topic, dict(offsets))
         group.committed.update(offsets)
 
     async def committed(self, partition: int) -> int:

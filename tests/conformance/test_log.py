@@ -371,6 +371,49 @@ async def test_inprocess_groups_concurrent_produces_into_few_transactions(tmp_pa
         await log.stop()
 
 
+async def test_inprocess_commits_ride_in_the_produces_transactions(tmp_path: Path) -> None:
+    path = str(tmp_path / "log.db")
+    log = InProcessTaskLog(path, TOPICS, trim_interval=0)
+    await log.start()
+    await log.produce("commands", 0, [b"a", b"b", b"c"])
+    members = [log.consumer("commands", f"g{i}", Quiet()) for i in range(3)]
+    for member in members:
+        await member.start()
+    db = log.database
+    writes = 0
+    real_write = db.write
+
+    async def counting_write(fn, *args, **kwargs):
+        nonlocal writes
+        writes += 1
+        return await real_write(fn, *args, **kwargs)
+
+    db.write = counting_write  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(
+            *(member.commit({0: i + 1}) for i, member in enumerate(members)),
+            *(log.produce("commands", 1, [b"x"]) for _ in range(10)),
+        )
+        assert writes <= 2, f"3 commits and 10 produces took {writes} transactions"
+    finally:
+        db.write = real_write  # type: ignore[method-assign]
+    for member in members:
+        await member.stop()
+    await log.stop()
+
+    # Durable when `commit` returned: a new log on the file has each group's offset.
+    log = InProcessTaskLog(path, TOPICS, trim_interval=0)
+    await log.start()
+    try:
+        for i in range(3):
+            member = log.consumer("commands", f"g{i}", Quiet())
+            await member.start()
+            assert await member.committed(0) == i + 1
+            await member.stop()
+    finally:
+        await log.stop()
+
+
 async def test_inprocess_trim_keeps_offsets_and_uncommitted_records(tmp_path: Path) -> None:
     path = str(tmp_path / "log.db")
     log = InProcessTaskLog(path, TOPICS, trim_interval=0, tail_records=2)
