@@ -130,6 +130,17 @@ class DomainRecord:
 
 
 @dataclass(slots=True)
+class ScheduleRecord:
+    domain_id: str
+    schedule_id: str
+    # The encoded schedule (spec, action, policies, state, info, memo, search attributes); the
+    # store keeps it as given.
+    data: bytes
+    # Bumped by every update; `update_schedule` is conditional on it.
+    version: int = 0
+
+
+@dataclass(slots=True)
 class TimerRow:
     fire_ns: int
     task_id: int
@@ -223,6 +234,32 @@ class DomainStore(Protocol):
         ...
 
 
+class ScheduleStore(Protocol):
+    """Schedules of the ScheduleAPI, unique by (domain_id, schedule_id)."""
+
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        """Raise ConditionFailedError if the domain has a schedule with this id already."""
+        ...
+
+    async def get_schedule(self, domain_id: str, schedule_id: str) -> ScheduleRecord | None: ...
+
+    async def update_schedule(self, record: ScheduleRecord, expected_version: int) -> None:
+        """Replace the record if its stored version is `expected_version`, else raise
+        ConditionFailedError (also when the schedule does not exist)."""
+        ...
+
+    async def delete_schedule(self, domain_id: str, schedule_id: str) -> bool:
+        """Delete the schedule; False when there was none."""
+        ...
+
+    async def list_schedules(
+        self, domain_id: str, page_size: int, token: bytes
+    ) -> tuple[list[ScheduleRecord], bytes]:
+        """A page of the domain's schedules by id; the returned token is b"" on the last
+        page. A token not made by this call raises BadRequestError."""
+        ...
+
+
 class VisibilityStore(Protocol):
     async def query_visibility(
         self,
@@ -243,7 +280,14 @@ class VisibilityStore(Protocol):
 
 
 class Store(
-    ShardStore, ExecutionStore, HistoryStore, TimerStore, DomainStore, VisibilityStore, Protocol
+    ShardStore,
+    ExecutionStore,
+    HistoryStore,
+    TimerStore,
+    DomainStore,
+    ScheduleStore,
+    VisibilityStore,
+    Protocol,
 ):
     """Everything one backend provides; the composition root passes it to each role."""
 

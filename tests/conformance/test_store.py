@@ -19,7 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import ConditionFailedError, PersistenceError, ShardOwnershipLostError
+from engine.errors import (
+    BadRequestError,
+    ConditionFailedError,
+    PersistenceError,
+    ShardOwnershipLostError,
+)
 from engine.persistence.factory import open_store
 from engine.persistence.protocols import (
     CurrentRun,
@@ -29,6 +34,7 @@ from engine.persistence.protocols import (
     OutboxTask,
     RunKey,
     RunWrite,
+    ScheduleRecord,
     ShardWrite,
     Store,
     TimerRow,
@@ -459,6 +465,66 @@ async def test_domains_unique_conditional_update_and_paging(store: Store) -> Non
             break
     assert names == ["alpha", "beta", "delta", "epsilon", "gamma"]
     assert pages == 3
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+def schedule(schedule_id: str, data: bytes = b"spec", version: int = 1) -> ScheduleRecord:
+    return ScheduleRecord(domain_id=D, schedule_id=schedule_id, data=data, version=version)
+
+
+async def test_schedules_are_unique_per_domain_and_updated_on_their_version(store: Store) -> None:
+    await store.create_schedule(schedule("nightly"))
+    with pytest.raises(ConditionFailedError):
+        await store.create_schedule(schedule("nightly", b"other"))
+    # The same id in another domain is another schedule.
+    await store.create_schedule(ScheduleRecord("other-domain", "nightly", b"theirs", 1))
+    assert await store.get_schedule(D, "nightly") == schedule("nightly")
+    assert await store.get_schedule("other-domain", "nightly") == ScheduleRecord(
+        "other-domain", "nightly", b"theirs", 1
+    )
+    assert await store.get_schedule(D, "missing") is None
+
+    await store.update_schedule(schedule("nightly", b"paused", version=2), expected_version=1)
+    assert await store.get_schedule(D, "nightly") == schedule("nightly", b"paused", 2)
+    # A writer that read version 1 lost the race: nothing it sends is kept.
+    with pytest.raises(ConditionFailedError):
+        await store.update_schedule(schedule("nightly", b"stale", version=2), expected_version=1)
+    with pytest.raises(ConditionFailedError):
+        await store.update_schedule(schedule("missing", version=2), expected_version=1)
+    assert await store.get_schedule(D, "nightly") == schedule("nightly", b"paused", 2)
+    assert await store.get_schedule(D, "missing") is None
+
+
+async def test_deleted_schedules_are_gone_and_their_id_free_again(store: Store) -> None:
+    await store.create_schedule(schedule("hourly"))
+    assert await store.delete_schedule(D, "hourly") is True
+    assert await store.delete_schedule(D, "hourly") is False
+    assert await store.get_schedule(D, "hourly") is None
+    await store.create_schedule(schedule("hourly", b"again"))
+    assert await store.get_schedule(D, "hourly") == schedule("hourly", b"again")
+
+
+async def test_schedules_list_in_pages_by_id(store: Store) -> None:
+    ids = [f"s-{i}" for i in (5, 1, 6, 3, 0, 4, 2)]
+    for schedule_id in ids:
+        await store.create_schedule(schedule(schedule_id))
+    await store.create_schedule(ScheduleRecord("other-domain", "s-9", b"x", 1))
+    pages, token = [], b""
+    while True:
+        page, token = await store.list_schedules(D, 3, token)
+        pages.append([r.schedule_id for r in page])
+        if not token:
+            break
+    assert pages == [["s-0", "s-1", "s-2"], ["s-3", "s-4", "s-5"], ["s-6"]]
+    assert await store.list_schedules("empty-domain", 3, b"") == ([], b"")
+    with pytest.raises(BadRequestError):
+        await store.list_schedules(D, 3, b"not a token")
+    with pytest.raises(BadRequestError):
+        await store.list_schedules(D, 3, b"d1:s-0")  # a domain page's token
+    with pytest.raises(ValueError, match="page_size"):
+        await store.list_schedules(D, 0, b"")
 
 
 # --- open runs ------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ def test_schema_apply_is_idempotent(cluster_config: Path) -> None:
     second = _run("schema", "apply", "--config", str(cluster_config))
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
-    assert "schema version 1" in first.stdout
+    assert "schema version 2" in first.stdout
     assert second.stdout == first.stdout
 
 

@@ -111,6 +111,17 @@ TEXTS: dict[str, str] = {
     "WHERE domains_partition = 0 AND name = ?",
     "list_domains": "SELECT id, name, info, notification_version FROM {ks}.domains_by_name "
     "WHERE domains_partition = 0 AND name > ? LIMIT ?",
+    # --- schedules ---
+    "insert_schedule": "INSERT INTO {ks}.schedules (domain_id, schedule_id, data, version) "
+    "VALUES (?, ?, ?, ?) IF NOT EXISTS",
+    "select_schedule": "SELECT domain_id, schedule_id, data, version FROM {ks}.schedules "
+    "WHERE domain_id = ? AND schedule_id = ?",
+    "update_schedule": "UPDATE {ks}.schedules SET data = ?, version = ? "
+    "WHERE domain_id = ? AND schedule_id = ? IF version = ?",
+    "delete_schedule": "DELETE FROM {ks}.schedules WHERE domain_id = ? AND schedule_id = ? "
+    "IF EXISTS",
+    "list_schedules": "SELECT domain_id, schedule_id, data, version FROM {ks}.schedules "
+    "WHERE domain_id = ? AND schedule_id > ? LIMIT ?",
     # --- visibility ---
     "upsert_visibility": f"INSERT INTO {{ks}}.visibility ({_VIS_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
@@ -162,6 +173,11 @@ class Statements:
     update_domain: Prepared
     select_domain: Prepared
     list_domains: Prepared
+    insert_schedule: Prepared
+    select_schedule: Prepared
+    update_schedule: Prepared
+    delete_schedule: Prepared
+    list_schedules: Prepared
     upsert_visibility: Prepared
     select_visibility: Prepared
     select_domain_visibility: Prepared

@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from engine.errors import BadRequestError, ConditionFailedError
+from engine.errors import ConditionFailedError
 from engine.persistence.cassandra.aio import CqlSession
 from engine.persistence.cassandra.cql import Statements
+from engine.persistence.paging import check_page_size, key_after, key_token
 from engine.persistence.protocols import DomainRecord
 
-_TOKEN_PREFIX = b"d1:"
+TOKEN_TAG = b"d1:"
 
 
 def _domain(row: Sequence[Any]) -> DomainRecord:
@@ -73,18 +74,10 @@ class Domains:
             )
 
     async def list_domains(self, page_size: int, token: bytes) -> tuple[list[DomainRecord], bytes]:
-        if page_size < 1:
-            raise ValueError(f"page_size must be positive, got {page_size}")
-        after = ""
-        if token:
-            if not token.startswith(_TOKEN_PREFIX):
-                raise BadRequestError("invalid domain page token")
-            try:
-                after = token[len(_TOKEN_PREFIX) :].decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BadRequestError("invalid domain page token") from exc
+        check_page_size(page_size)
+        after = key_after(TOKEN_TAG, token, "domain") or ""
         # One row past the page tells whether another page exists.
         rows = await self._db.execute(self._st.list_domains, (after, page_size + 1))
         page = [_domain(r) for r in rows[:page_size]]
         more = len(rows) > page_size
-        return page, (_TOKEN_PREFIX + page[-1].name.encode("utf-8")) if more else b""
+        return page, key_token(TOKEN_TAG, page[-1].name) if more else b""

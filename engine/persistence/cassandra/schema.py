@@ -18,10 +18,18 @@ from engine.errors import PersistenceError
 from engine.persistence.cassandra.aio import CassandraUrl, CqlSession
 
 # Bump with every change to schema.cql.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Tables the store writes data to (every table but schema_version).
-DATA_TABLES = ("executions", "history", "timers", "domains", "domains_by_name", "visibility")
+DATA_TABLES = (
+    "executions",
+    "history",
+    "timers",
+    "domains",
+    "domains_by_name",
+    "schedules",
+    "visibility",
+)
 
 
 def load_schema() -> str:

@@ -4,8 +4,8 @@ The facade the engine talks to (through `engine.persistence.factory.open_store` 
 `cassandra://host1[,host2][:port]/keyspace` URL). It connects, checks the schema version
 (`schema.apply_schema` creates the schema; the store never runs DDL), prepares every
 statement once, and delegates: `executions` (shards, runs, the outbox, history: the
-group-commit write path), `timers`, `domains` and `visibility`, beside this module. All I/O
-goes through the asyncio bridge in `aio`.
+group-commit write path), `timers`, `domains`, `schedules` and `visibility`, beside this
+module. All I/O goes through the asyncio bridge in `aio`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from engine.persistence.cassandra.aio import CassandraUrl, CqlSession
 from engine.persistence.cassandra.cql import Statements
 from engine.persistence.cassandra.domains import Domains
 from engine.persistence.cassandra.executions import Executions
+from engine.persistence.cassandra.schedules import Schedules
 from engine.persistence.cassandra.schema import check_schema
 from engine.persistence.cassandra.timers import Timers
 from engine.persistence.protocols import (
@@ -29,8 +30,10 @@ from engine.persistence.protocols import (
     OutboxTask,
     RunKey,
     RunSnapshot,
+    ScheduleRecord,
     ShardInfo,
     ShardWrite,
+    Store,
     TimerRow,
     VisibilityRecord,
 )
@@ -45,6 +48,7 @@ class _Parts:
         self.executions = Executions(db, st)
         self.timers = Timers(db, st)
         self.domains = Domains(db, st)
+        self.schedules = Schedules(db, st)
 
 
 class CassandraStore:
@@ -185,6 +189,25 @@ class CassandraStore:
     async def list_domains(self, page_size: int, token: bytes) -> tuple[list[DomainRecord], bytes]:
         return await self._p.domains.list_domains(page_size, token)
 
+    # --- ScheduleStore ----------------------------------------------------------------------
+
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        await self._p.schedules.create_schedule(record)
+
+    async def get_schedule(self, domain_id: str, schedule_id: str) -> ScheduleRecord | None:
+        return await self._p.schedules.get_schedule(domain_id, schedule_id)
+
+    async def update_schedule(self, record: ScheduleRecord, expected_version: int) -> None:
+        await self._p.schedules.update_schedule(record, expected_version)
+
+    async def delete_schedule(self, domain_id: str, schedule_id: str) -> bool:
+        return await self._p.schedules.delete_schedule(domain_id, schedule_id)
+
+    async def list_schedules(
+        self, domain_id: str, page_size: int, token: bytes
+    ) -> tuple[list[ScheduleRecord], bytes]:
+        return await self._p.schedules.list_schedules(domain_id, page_size, token)
+
     # --- VisibilityStore --------------------------------------------------------------------
 
     async def query_visibility(
@@ -206,3 +229,8 @@ class CassandraStore:
     ) -> VisibilityRecord | None:
         p = self._p
         return await visibility.get(p.db, p.st, domain_id, workflow_id, run_id)
+
+
+def _conforms(store: CassandraStore) -> Store:
+    # The factory imports this module lazily and casts; this makes mypy check the protocol.
+    return store

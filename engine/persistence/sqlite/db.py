@@ -31,7 +31,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # Bump with every schema change that existing files need migrating for.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def load_schema() -> str:

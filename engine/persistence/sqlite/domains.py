@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from engine.errors import BadRequestError, ConditionFailedError
+from engine.errors import ConditionFailedError
+from engine.persistence.paging import check_page_size, key_after, key_token
 from engine.persistence.protocols import DomainRecord
 
-_TOKEN_PREFIX = b"d1:"
+TOKEN_TAG = b"d1:"
 
 
 def _domain(row: Sequence[Any]) -> DomainRecord:
@@ -74,23 +75,11 @@ def update_domain(conn: sqlite3.Connection, record: DomainRecord, expected_versi
         )
 
 
-def _decode_token(token: bytes) -> str | None:
-    if not token:
-        return None
-    if not token.startswith(_TOKEN_PREFIX):
-        raise BadRequestError("invalid domain page token")
-    try:
-        return token[len(_TOKEN_PREFIX) :].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequestError("invalid domain page token") from exc
-
-
 def list_domains(
     conn: sqlite3.Connection, page_size: int, token: bytes
 ) -> tuple[list[DomainRecord], bytes]:
-    if page_size < 1:
-        raise ValueError(f"page_size must be positive, got {page_size}")
-    after = _decode_token(token)
+    check_page_size(page_size)
+    after = key_after(TOKEN_TAG, token, "domain")
     # Keyset paging by the unique name: stable while domains are added or removed.
     if after is None:
         rows = conn.execute(
@@ -105,4 +94,4 @@ def list_domains(
         ).fetchall()
     page = [_domain(r) for r in rows[:page_size]]
     more = len(rows) > page_size
-    return page, (_TOKEN_PREFIX + page[-1].name.encode("utf-8")) if more else b""
+    return page, key_token(TOKEN_TAG, page[-1].name) if more else b""

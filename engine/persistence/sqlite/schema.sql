@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS domains (
     notification_version  INTEGER NOT NULL
 );
 
+-- Schedules (ScheduleAPI), by domain and id; updates are conditional on version.
+CREATE TABLE IF NOT EXISTS schedules (
+    domain_id    TEXT    NOT NULL,
+    schedule_id  TEXT    NOT NULL,
+    data         BLOB    NOT NULL,
+    version      INTEGER NOT NULL,
+    PRIMARY KEY (domain_id, schedule_id)
+) WITHOUT ROWID;
+
 -- Visibility records. The column names are a contract with engine.visibility.sqlite_sql,
 -- which compiles list-filter queries into WHERE/ORDER BY clauses over this table.
 CREATE TABLE IF NOT EXISTS visibility (

@@ -20,17 +20,18 @@ from engine.persistence.protocols import (
     OutboxTask,
     RunKey,
     RunSnapshot,
+    ScheduleRecord,
     ShardInfo,
     ShardWrite,
     TimerRow,
     VisibilityRecord,
 )
-from engine.persistence.sqlite import domains, executions, visibility
+from engine.persistence.sqlite import domains, executions, schedules, visibility
 from engine.persistence.sqlite.db import SqliteDatabase
 
 
 class SqliteStore:
-    """Every store role (shard, execution, history, timer, domain, visibility) on SQLite.
+    """Every store role (shard, execution, history, timer, domain, schedule, visibility) on SQLite.
 
     Fencing: `write_shard` reads the shard's range_id and applies the batch inside one
     BEGIN IMMEDIATE transaction, so a stale owner's write fails whole with
@@ -147,6 +148,25 @@ class SqliteStore:
 
     async def list_domains(self, page_size: int, token: bytes) -> tuple[list[DomainRecord], bytes]:
         return await self._db.read(domains.list_domains, page_size, token)
+
+    # --- ScheduleStore ----------------------------------------------------------------------
+
+    async def create_schedule(self, record: ScheduleRecord) -> None:
+        await self._db.write(schedules.create_schedule, record)
+
+    async def get_schedule(self, domain_id: str, schedule_id: str) -> ScheduleRecord | None:
+        return await self._db.read(schedules.get_schedule, domain_id, schedule_id)
+
+    async def update_schedule(self, record: ScheduleRecord, expected_version: int) -> None:
+        await self._db.write(schedules.update_schedule, record, expected_version)
+
+    async def delete_schedule(self, domain_id: str, schedule_id: str) -> bool:
+        return await self._db.write(schedules.delete_schedule, domain_id, schedule_id)
+
+    async def list_schedules(
+        self, domain_id: str, page_size: int, token: bytes
+    ) -> tuple[list[ScheduleRecord], bytes]:
+        return await self._db.read(schedules.list_schedules, domain_id, page_size, token)
 
     # --- VisibilityStore --------------------------------------------------------------------
 
