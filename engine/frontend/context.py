@@ -58,10 +58,23 @@ class FrontendContext:
         return decode_state(raw)
 
     async def read_events(
-        self, domain_id: str, workflow_id: str, run_id: str, first_event_id: int, max_events: int
+        self,
+        domain_id: str,
+        workflow_id: str,
+        run_id: str,
+        first_event_id: int,
+        max_events: int,
+        before_event_id: int | None = None,
     ) -> list[history_pb2.HistoryEvent]:
+        """Events from `first_event_id`; `before_event_id` is a committed next_event_id the
+        caller has (the store then need not look up where the history ends)."""
         batches = await self.store.read_history(
-            domain_id, workflow_id, run_id, first_event_id, max_events
+            domain_id,
+            workflow_id,
+            run_id,
+            first_event_id,
+            max_events,
+            before_event_id=before_event_id,
         )
         events: list[history_pb2.HistoryEvent] = []
         for b in batches:

@@ -155,7 +155,9 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
     ) -> pb.PollForDecisionTaskResponse:
         run_id = values["run_id"]
         persisted_next = values["next_event_id"]
-        events = await self.fe.read_events(domain_id, workflow_id, run_id, 1, FIRST_PAGE)
+        events = await self.fe.read_events(
+            domain_id, workflow_id, run_id, 1, FIRST_PAGE, persisted_next
+        )
         events = [e for e in events if e.event_id < persisted_next]
         transient = b""
         if values["attempt"] > 0:
@@ -194,7 +196,9 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
             st = await self.fe.load_run(q.domain_id, q.workflow_id, q.run_id)
         except EntityNotExistsError:
             return None
-        events = await self.fe.read_events(q.domain_id, q.workflow_id, q.run_id, 1, 1 << 30)
+        events = await self.fe.read_events(
+            q.domain_id, q.workflow_id, q.run_id, 1, 1 << 30, st.next_event_id
+        )
         events = [e for e in events if e.event_id < st.next_event_id]
         return pb.PollForDecisionTaskResponse(
             task_token=encode_task_token(

@@ -169,7 +169,9 @@ class WorkflowHandler(service_workflow_pb2_grpc.WorkflowAPIServicer):
                 )
                 st = await self.fe.load_run(domain.id, wf, run_id)
         page_size = request.page_size or DEFAULT_PAGE
-        events = await self.fe.read_events(domain.id, wf, run_id, first, page_size)
+        events = await self.fe.read_events(
+            domain.id, wf, run_id, first, page_size, st.next_event_id
+        )
         events = [e for e in events if e.event_id < st.next_event_id]
         next_first = events[-1].event_id + 1 if events else first
         transient = token.transient if token else b""

@@ -197,9 +197,17 @@ class HistoryStore(Protocol):
         run_id: str,
         first_event_id: int,
         max_events: int,
+        *,
+        before_event_id: int | None = None,
     ) -> list[HistoryBatch]:
         """Batches whose first_event_id >= first_event_id, in order, stopping once at least
-        `max_events` events were returned (a batch is never split)."""
+        `max_events` events were returned (a batch is never split).
+
+        `before_event_id`: a committed next_event_id of the run the caller already has (from
+        the shard's reply or its state); only batches starting below it are returned, and a
+        store that would otherwise look up where the committed history ends (Cassandra)
+        takes it instead.
+        """
         ...
 
 

@@ -395,6 +395,18 @@ async def test_history_pages_whole_batches(store: Store) -> None:
     assert firsts(await store.read_history(D, "wf-1", "r1", 5, 2)) == [5]
     assert await store.read_history(D, "wf-1", "r1", 11, 100) == []
     assert await store.read_history(D, "wf-1", "other-run", 1, 100) == []
+    # A caller that knows where the committed history ends gets the batches below it.
+    assert firsts(await store.read_history(D, "wf-1", "r1", 1, 100, before_event_id=7)) == [
+        1,
+        2,
+        5,
+    ]
+    assert firsts(await store.read_history(D, "wf-1", "r1", 2, 100, before_event_id=11)) == [
+        2,
+        5,
+        7,
+    ]
+    assert await store.read_history(D, "wf-1", "r1", 1, 100, before_event_id=1) == []
     # Rewriting a batch key replaces it.
     rewrite = run(next_id=11, expected=11, history=[HistoryBatch(7, b"rewritten", 4)])
     await store.write_shard(ShardWrite(8, s.range_id, runs=[rewrite]))

@@ -395,10 +395,12 @@ class Executions:
         run_id: str,
         first_event_id: int,
         max_events: int,
+        before_event_id: int | None = None,
     ) -> list[HistoryBatch]:
         batches: list[HistoryBatch] = []
         total = 0
-        bound: int | None = None
+        # Where the committed history ends: given by a caller that knows it, else read below.
+        bound: int | None = before_event_id
         last_first: int | None = None
         expected: int | None = None
         # Every batch holds an event, so max_events rows (+ older copies) fill the request.

@@ -159,9 +159,11 @@ class CassandraStore:
         run_id: str,
         first_event_id: int,
         max_events: int,
+        *,
+        before_event_id: int | None = None,
     ) -> list[HistoryBatch]:
         return await self._p.executions.read_history(
-            domain_id, workflow_id, run_id, first_event_id, max_events
+            domain_id, workflow_id, run_id, first_event_id, max_events, before_event_id
         )
 
     # --- TimerStore -------------------------------------------------------------------------

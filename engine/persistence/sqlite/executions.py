@@ -234,12 +234,20 @@ def read_history(
     run_id: str,
     first_event_id: int,
     max_events: int,
+    before_event_id: int | None = None,
 ) -> list[HistoryBatch]:
     cursor = conn.execute(
         """SELECT first_event_id, event_count, events FROM history
            WHERE domain_id = ? AND workflow_id = ? AND run_id = ? AND first_event_id >= ?
+             AND first_event_id < ?
            ORDER BY first_event_id""",
-        (domain_id, workflow_id, run_id, first_event_id),
+        (
+            domain_id,
+            workflow_id,
+            run_id,
+            first_event_id,
+            (1 << 62) if before_event_id is None else before_event_id,
+        ),
     )
     batches: list[HistoryBatch] = []
     total = 0

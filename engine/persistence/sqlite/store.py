@@ -117,9 +117,17 @@ class SqliteStore:
         run_id: str,
         first_event_id: int,
         max_events: int,
+        *,
+        before_event_id: int | None = None,
     ) -> list[HistoryBatch]:
         return await self._db.read(
-            executions.read_history, domain_id, workflow_id, run_id, first_event_id, max_events
+            executions.read_history,
+            domain_id,
+            workflow_id,
+            run_id,
+            first_event_id,
+            max_events,
+            before_event_id,
         )
 
     # --- TimerStore -------------------------------------------------------------------------
