@@ -17,8 +17,9 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -350,24 +351,32 @@ async def test_commit_of_unowned_partition_is_rejected(task_log: TaskLog) -> Non
 # --- in-process specifics -------------------------------------------------------------------
 
 
-async def test_inprocess_groups_concurrent_produces_into_few_transactions(tmp_path: Path) -> None:
-    log = InProcessTaskLog(str(tmp_path / "log.db"), TOPICS, trim_interval=0)
-    await log.start()
+@contextlib.contextmanager
+def counting_writes(log: InProcessTaskLog) -> Iterator[list[int]]:
+    """Counts the write transactions the log's database runs inside the block (in [0])."""
     db = log.database
-    writes = 0
+    writes = [0]
     real_write = db.write
 
-    async def counting_write(fn, *args, **kwargs):
-        nonlocal writes
-        writes += 1
+    async def counting_write(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        writes[0] += 1
         return await real_write(fn, *args, **kwargs)
 
     db.write = counting_write  # type: ignore[method-assign]
     try:
-        await asyncio.gather(*(log.produce("commands", i % 4, [b"x"]) for i in range(100)))
-        assert writes <= 2, f"100 produces in one loop iteration took {writes} transactions"
+        yield writes
     finally:
         db.write = real_write  # type: ignore[method-assign]
+
+
+async def test_inprocess_groups_concurrent_produces_into_few_transactions(tmp_path: Path) -> None:
+    log = InProcessTaskLog(str(tmp_path / "log.db"), TOPICS, trim_interval=0)
+    await log.start()
+    try:
+        with counting_writes(log) as writes:
+            await asyncio.gather(*(log.produce("commands", i % 4, [b"x"]) for i in range(100)))
+        assert writes[0] <= 2, f"100 produces in one loop iteration took {writes[0]} transactions"
+    finally:
         await log.stop()
 
 
@@ -379,24 +388,12 @@ async def test_inprocess_commits_ride_in_the_produces_transactions(tmp_path: Pat
     members = [log.consumer("commands", f"g{i}", Quiet()) for i in range(3)]
     for member in members:
         await member.start()
-    db = log.database
-    writes = 0
-    real_write = db.write
-
-    async def counting_write(fn, *args, **kwargs):
-        nonlocal writes
-        writes += 1
-        return await real_write(fn, *args, **kwargs)
-
-    db.write = counting_write  # type: ignore[method-assign]
-    try:
+    with counting_writes(log) as writes:
         await asyncio.gather(
             *(member.commit({0: i + 1}) for i, member in enumerate(members)),
             *(log.produce("commands", 1, [b"x"]) for _ in range(10)),
         )
-        assert writes <= 2, f"3 commits and 10 produces took {writes} transactions"
-    finally:
-        db.write = real_write  # type: ignore[method-assign]
+    assert writes[0] <= 2, f"3 commits and 10 produces took {writes[0]} transactions"
     for member in members:
         await member.stop()
     await log.stop()
