@@ -12,7 +12,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def worktrees() -> list[str]:
+    listed = subprocess.run(
+        ["git", "worktree", "list"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return listed.stdout.splitlines()
+
+
 def test_compares_two_commits_with_a_cpu_figure_per_run() -> None:
+    before = worktrees()
     done = subprocess.run(
         ["bash", "load/cpu_ab.sh", "HEAD", "HEAD", "1", "30"],
         cwd=REPO,
@@ -30,10 +38,7 @@ def test_compares_two_commits_with_a_cpu_figure_per_run() -> None:
     assert rate_a > 0
     assert rate_b > 0
     assert "mean server CPU per workflow" in done.stdout
-    worktrees = subprocess.run(
-        ["git", "worktree", "list"], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert len(worktrees.stdout.splitlines()) == 1, "the script left a worktree behind"
+    assert worktrees() == before, "the script left a worktree behind"
 
 
 def test_refuses_an_unknown_commit() -> None:
