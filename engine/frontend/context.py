@@ -64,10 +64,11 @@ class FrontendContext:
         run_id: str,
         first_event_id: int,
         max_events: int,
-        before_event_id: int | None = None,
+        before_event_id: int,
     ) -> list[history_pb2.HistoryEvent]:
-        """Events from `first_event_id`; `before_event_id` is a committed next_event_id the
-        caller has (the store then need not look up where the history ends)."""
+        """Committed events in [first_event_id, before_event_id): `before_event_id` is a
+        committed next_event_id the caller has (so the store need not look up where the
+        history ends), and nothing at or past it is returned."""
         batches = await self.store.read_history(
             domain_id,
             workflow_id,
@@ -79,4 +80,4 @@ class FrontendContext:
         events: list[history_pb2.HistoryEvent] = []
         for b in batches:
             events.extend(history_pb2.History.FromString(b.events).events)
-        return events
+        return [e for e in events if e.event_id < before_event_id]

@@ -42,7 +42,7 @@ from engine.frontend.tokens import (
 from engine.frontend.workflow import deadline_left
 from engine.matching.protocols import TaskType
 from engine.model.commands import Command, CommandKind, Reply
-from engine.model.tasks import decode_dispatch
+from engine.model.tasks import DispatchTask, decode_dispatch
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +75,42 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         up by then, and a task started for nobody would wait for its timeout (the poll hands
         the task back to matching instead)."""
         return self.fe.clock.now_ns() + int(deadline_left(context) * 1_000_000_000)
+
+    async def _record_started(
+        self,
+        kind: CommandKind,
+        task_type: TaskType,
+        task: DispatchTask,
+        payload: bytes,
+        request: pb.PollForDecisionTaskRequest | pb.PollForActivityTaskRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> dict[str, Any] | None:
+        """Ask the run's shard to record a polled task as started; None when the task is
+        stale or a duplicate. A failure that can pass hands the task (`payload`, as matching
+        gave it) back to matching first."""
+        try:
+            return await self.fe.bus.call(
+                Command(
+                    kind=kind,
+                    domain_id=task.domain_id,
+                    workflow_id=task.workflow_id,
+                    run_id=task.run_id,
+                    args={
+                        "schedule_id": task.schedule_id,
+                        "attempt": task.attempt,
+                        "request_id": str(uuid.uuid4()),
+                        "identity": request.identity,
+                        "expires_ns": self._answer_by(context),
+                    },
+                ),
+                timeout=max(0.1, deadline_left(context)),
+            )
+        except EntityNotExistsError:
+            return None
+        except BaseException as exc:
+            if _may_pass(exc):
+                await self._give_back(task.domain_id, request.task_list.name, task_type, payload)
+            raise
 
     @staticmethod
     def _poll_until(context: grpc.aio.ServicerContext) -> float:
@@ -122,31 +158,16 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                     return resp
                 continue
             task = decode_dispatch(polled.payload)
-            try:
-                values = await self.fe.bus.call(
-                    Command(
-                        kind=CommandKind.RECORD_DECISION_STARTED,
-                        domain_id=task.domain_id,
-                        workflow_id=task.workflow_id,
-                        run_id=task.run_id,
-                        args={
-                            "schedule_id": task.schedule_id,
-                            "attempt": task.attempt,
-                            "request_id": str(uuid.uuid4()),
-                            "identity": request.identity,
-                            "expires_ns": self._answer_by(context),
-                        },
-                    ),
-                    timeout=max(0.1, deadline_left(context)),
-                )
-            except EntityNotExistsError:
+            values = await self._record_started(
+                CommandKind.RECORD_DECISION_STARTED,
+                TaskType.DECISION,
+                task,
+                polled.payload,
+                request,
+                context,
+            )
+            if values is None:
                 continue  # stale or duplicate task: keep polling
-            except BaseException as exc:
-                if _may_pass(exc):
-                    await self._give_back(
-                        task.domain_id, request.task_list.name, TaskType.DECISION, polled.payload
-                    )
-                raise
             return await self._decision_response(task.domain_id, task.workflow_id, values)
         return pb.PollForDecisionTaskResponse()
 
@@ -158,7 +179,6 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         events = await self.fe.read_events(
             domain_id, workflow_id, run_id, 1, FIRST_PAGE, persisted_next
         )
-        events = [e for e in events if e.event_id < persisted_next]
         transient = b""
         if values["attempt"] > 0:
             transient = _transient_events(values).SerializeToString()
@@ -199,7 +219,6 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         events = await self.fe.read_events(
             q.domain_id, q.workflow_id, q.run_id, 1, 1 << 30, st.next_event_id
         )
-        events = [e for e in events if e.event_id < st.next_event_id]
         return pb.PollForDecisionTaskResponse(
             task_token=encode_task_token(
                 TaskToken(q.domain_id, q.workflow_id, q.run_id, 0, 0, query_id=q.query_id)
@@ -337,31 +356,16 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
             if polled is None:
                 break
             task = decode_dispatch(polled.payload)
-            try:
-                values = await self.fe.bus.call(
-                    Command(
-                        kind=CommandKind.RECORD_ACTIVITY_STARTED,
-                        domain_id=task.domain_id,
-                        workflow_id=task.workflow_id,
-                        run_id=task.run_id,
-                        args={
-                            "schedule_id": task.schedule_id,
-                            "attempt": task.attempt,
-                            "request_id": str(uuid.uuid4()),
-                            "identity": request.identity,
-                            "expires_ns": self._answer_by(context),
-                        },
-                    ),
-                    timeout=max(0.1, deadline_left(context)),
-                )
-            except EntityNotExistsError:
-                continue
-            except BaseException as exc:
-                if _may_pass(exc):
-                    await self._give_back(
-                        task.domain_id, request.task_list.name, TaskType.ACTIVITY, polled.payload
-                    )
-                raise
+            values = await self._record_started(
+                CommandKind.RECORD_ACTIVITY_STARTED,
+                TaskType.ACTIVITY,
+                task,
+                polled.payload,
+                request,
+                context,
+            )
+            if values is None:
+                continue  # stale or duplicate task: keep polling
             return _activity_response(task.domain_id, task.workflow_id, values)
         return pb.PollForActivityTaskResponse()
 

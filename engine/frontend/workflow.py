@@ -172,7 +172,6 @@ class WorkflowHandler(service_workflow_pb2_grpc.WorkflowAPIServicer):
         events = await self.fe.read_events(
             domain.id, wf, run_id, first, page_size, st.next_event_id
         )
-        events = [e for e in events if e.event_id < st.next_event_id]
         next_first = events[-1].event_id + 1 if events else first
         transient = token.transient if token else b""
         if next_first < st.next_event_id:

@@ -19,15 +19,15 @@ def worktrees() -> list[str]:
     return listed.stdout.splitlines()
 
 
+def cpu_ab(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "load/cpu_ab.sh", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_compares_two_commits_with_a_cpu_figure_per_run() -> None:
     before = worktrees()
-    done = subprocess.run(
-        ["bash", "load/cpu_ab.sh", "HEAD", "HEAD", "1", "30"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = cpu_ab("HEAD", "HEAD", "1", "30")
     assert done.returncode == 0, done.stderr
     row = re.search(r"^\| 1 \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", done.stdout, re.M)
     assert row, done.stdout
@@ -42,12 +42,6 @@ def test_compares_two_commits_with_a_cpu_figure_per_run() -> None:
 
 
 def test_refuses_an_unknown_commit() -> None:
-    done = subprocess.run(
-        ["bash", "load/cpu_ab.sh", "HEAD", "no-such-rev-xyz", "1", "30"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = cpu_ab("HEAD", "no-such-rev-xyz", "1", "30")
     assert done.returncode != 0
     assert "no-such-rev-xyz" in done.stderr
