@@ -58,6 +58,12 @@ def _may_pass(exc: BaseException) -> bool:
 
 MAX_POLL_S = 60.0
 
+# The shard command that records a polled task of each type as started.
+_RECORD_STARTED = {
+    TaskType.DECISION: CommandKind.RECORD_DECISION_STARTED,
+    TaskType.ACTIVITY: CommandKind.RECORD_ACTIVITY_STARTED,
+}
+
 # Failure reasons Cadence records when a worker's payload is over the blob limit
 # (common/constants.go).
 COMPLETE_RESULT_EXCEEDS_LIMIT = "COMPLETE_RESULT_EXCEEDS_LIMIT"
@@ -78,7 +84,6 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
 
     async def _record_started(
         self,
-        kind: CommandKind,
         task_type: TaskType,
         task: DispatchTask,
         payload: bytes,
@@ -91,7 +96,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
         try:
             return await self.fe.bus.call(
                 Command(
-                    kind=kind,
+                    kind=_RECORD_STARTED[task_type],
                     domain_id=task.domain_id,
                     workflow_id=task.workflow_id,
                     run_id=task.run_id,
@@ -159,12 +164,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                 continue
             task = decode_dispatch(polled.payload)
             values = await self._record_started(
-                CommandKind.RECORD_DECISION_STARTED,
-                TaskType.DECISION,
-                task,
-                polled.payload,
-                request,
-                context,
+                TaskType.DECISION, task, polled.payload, request, context
             )
             if values is None:
                 continue  # stale or duplicate task: keep polling
@@ -357,12 +357,7 @@ class WorkerHandler(service_worker_pb2_grpc.WorkerAPIServicer):
                 break
             task = decode_dispatch(polled.payload)
             values = await self._record_started(
-                CommandKind.RECORD_ACTIVITY_STARTED,
-                TaskType.ACTIVITY,
-                task,
-                polled.payload,
-                request,
-                context,
+                TaskType.ACTIVITY, task, polled.payload, request, context
             )
             if values is None:
                 continue  # stale or duplicate task: keep polling
