@@ -11,7 +11,7 @@ from cadence.api.v1 import common_pb2, history_pb2, workflow_pb2
 
 from engine.errors import EntityNotExistsError
 from engine.execution.mutation import RunMutation
-from engine.execution.protos import NS, last_failure, payload, retry_delay_s
+from engine.execution.protos import NS, after_ns, last_failure, payload, retry_delay_s
 from engine.model.state import (
     DEFERRED_STARTED_ID,
     EMPTY_EVENT_ID,
@@ -159,7 +159,7 @@ def _try_retry(m: RunMutation, info: ActivityInfo, reason: str, details: bytes |
     info.started_id = EMPTY_EVENT_ID
     info.started_ns = 0
     info.request_id = ""
-    info.scheduled_ns = m.now_ns + delay * NS
+    info.scheduled_ns = after_ns(m.now_ns, delay)
     info.last_failure_reason = reason
     info.last_failure_details = details
     arm_schedule_timers(m, info, delay)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from cadence.api.v1 import (
     common_pb2,
@@ -21,9 +22,14 @@ from cadence.api.v1 import (
 
 from engine.errors import EntityNotExistsError
 from engine.execution import activities
+from engine.execution.checks import (
+    negative_duration_problem,
+    search_attributes_problem,
+    workflow_options_problem,
+)
 from engine.execution.mutation import RunMutation
 from engine.execution.protos import (
-    NS,
+    after_ns,
     dur,
     payload,
     retry_from_proto,
@@ -73,6 +79,8 @@ class DecisionEnv:
     runs: RunCreator
     new_run_id: Callable[[], str]
     allowed_search_attributes: frozenset[str]
+    # Domains named by the task's decisions that do not exist (looked up by the caller).
+    missing_domains: frozenset[str] = frozenset()
 
 
 def _fail(cause: int, message: str) -> DecisionFailure:
@@ -326,6 +334,39 @@ def _is_close(decision: decision_pb2.Decision) -> bool:
     )
 
 
+# The cause a decision's bad attributes fail its task with, by the decision's attributes field.
+_W = workflow_pb2
+_BAD_ATTRIBUTES: Final = {
+    "schedule_activity_task": _W.DECISION_TASK_FAILED_CAUSE_BAD_SCHEDULE_ACTIVITY_ATTRIBUTES,
+    "request_cancel_activity_task": (
+        _W.DECISION_TASK_FAILED_CAUSE_BAD_REQUEST_CANCEL_ACTIVITY_ATTRIBUTES
+    ),
+    "start_timer": _W.DECISION_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES,
+    "cancel_timer": _W.DECISION_TASK_FAILED_CAUSE_BAD_CANCEL_TIMER_ATTRIBUTES,
+    "record_marker": _W.DECISION_TASK_FAILED_CAUSE_BAD_RECORD_MARKER_ATTRIBUTES,
+    "complete_workflow_execution": (
+        _W.DECISION_TASK_FAILED_CAUSE_BAD_COMPLETE_WORKFLOW_EXECUTION_ATTRIBUTES
+    ),
+    "fail_workflow_execution": _W.DECISION_TASK_FAILED_CAUSE_BAD_FAIL_WORKFLOW_EXECUTION_ATTRIBUTES,
+    "cancel_workflow_execution": (
+        _W.DECISION_TASK_FAILED_CAUSE_BAD_CANCEL_WORKFLOW_EXECUTION_ATTRIBUTES
+    ),
+    "request_cancel_external_workflow_execution": (
+        _W.DECISION_TASK_FAILED_CAUSE_BAD_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_ATTRIBUTES
+    ),
+    "continue_as_new_workflow_execution": (
+        _W.DECISION_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES
+    ),
+    "start_child_workflow_execution": (
+        _W.DECISION_TASK_FAILED_CAUSE_BAD_START_CHILD_EXECUTION_ATTRIBUTES
+    ),
+    "signal_external_workflow_execution": (
+        _W.DECISION_TASK_FAILED_CAUSE_BAD_SIGNAL_WORKFLOW_EXECUTION_ATTRIBUTES
+    ),
+    "upsert_workflow_search_attributes": _W.DECISION_TASK_FAILED_CAUSE_BAD_SEARCH_ATTRIBUTES,
+}
+
+
 class BlobTooLarge(Exception):
     """A decision carries a blob over the limit: Cadence fails the workflow, not the task."""
 
@@ -362,7 +403,12 @@ class _Applier:
                 workflow_pb2.DECISION_TASK_FAILED_CAUSE_UNHANDLED_DECISION,
                 "decision has no attributes",
             )
-        getattr(self, "_" + field.removesuffix("_decision_attributes"))(getattr(decision, field))
+        name = field.removesuffix("_decision_attributes")
+        attrs = getattr(decision, field)
+        problem = negative_duration_problem(attrs)
+        if problem:
+            raise _fail(_BAD_ATTRIBUTES[name], problem)
+        getattr(self, "_" + name)(attrs)
 
     # -- activities ----------------------------------------------------------------------
 
@@ -375,6 +421,8 @@ class _Applier:
             raise _fail(bad, "ActivityId is not set on decision.")
         if not a.activity_type.name:
             raise _fail(bad, "ActivityType is not set on decision.")
+        if a.domain in self.env.missing_domains:
+            raise _fail(bad, f"Domain {a.domain} does not exist.")
         if st.activity_by_id(a.activity_id) is not None:
             raise _fail(
                 workflow_pb2.DECISION_TASK_FAILED_CAUSE_SCHEDULE_ACTIVITY_DUPLICATE_ID,
@@ -387,8 +435,6 @@ class _Applier:
             secs(a.start_to_close_timeout),
             secs(a.heartbeat_timeout),
         ]
-        if any(t < 0 for t in timeouts):
-            raise _fail(bad, "A valid timeout may not be negative.")
         cap = st.execution_timeout_s
         s2c, s2s, st2c, hb = (min(t, cap) for t in timeouts)
         if s2c > 0:
@@ -443,7 +489,7 @@ class _Applier:
             start_to_close_s=st2c,
             heartbeat_s=hb,
             retry=retry,
-            expiration_ns=(now + retry.expiration_s * NS) if retry and retry.expiration_s else 0,
+            expiration_ns=after_ns(now, retry.expiration_s) if retry and retry.expiration_s else 0,
         )
         st.activities[info.schedule_id] = info
         activities.arm_schedule_timers(self.m, info)
@@ -508,7 +554,9 @@ class _Applier:
                 decision_task_completed_event_id=self.dtc,
             ),
         )
-        st.timers[a.timer_id] = TimerInfo(a.timer_id, event.event_id, self.m.now_ns + fire_s * NS)
+        st.timers[a.timer_id] = TimerInfo(
+            a.timer_id, event.event_id, after_ns(self.m.now_ns, fire_s)
+        )
         self.m.timer_task(
             TimerKind.USER_TIMER, fire_s, timer_id=a.timer_id, event_id=event.event_id
         )
@@ -625,10 +673,11 @@ class _Applier:
         bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES
         st = self.m.state
         _check_blob(a.input.data, bad, "ContinueAsNew input")
+        problem = workflow_options_problem(a, self.env.allowed_search_attributes)
+        if problem:
+            raise _fail(bad, problem)
         exec_s = secs(a.execution_start_to_close_timeout) or st.execution_timeout_s
         task_s = secs(a.task_start_to_close_timeout) or st.task_timeout_s
-        if exec_s < 0 or task_s < 0 or secs(a.backoff_start_interval) < 0:
-            raise _fail(bad, "ContinueAsNew timeouts may not be negative.")
         retry = retry_from_proto(a.retry_policy) if a.HasField("retry_policy") else st.retry
         params = StartParams(
             domain_id=st.domain_id,
@@ -688,9 +737,10 @@ class _Applier:
         if not fields:
             raise _fail(bad, "SearchAttributes is not set on decision.")
         for key, value in fields.items():
-            if key not in self.env.allowed_search_attributes:
-                raise _fail(bad, f"{key} is not a valid search attribute key.")
             _check_blob(value.data, bad, f"Search attribute {key}")
+        problem = search_attributes_problem(fields, self.env.allowed_search_attributes)
+        if problem:
+            raise _fail(bad, problem)
         st = self.m.state
         for key, value in fields.items():
             st.search_attributes[key] = value.data
@@ -714,6 +764,9 @@ class _Applier:
         if not a.workflow_type.name:
             raise _fail(bad, "Required field WorkflowType is not set on decision.")
         _check_blob(a.input.data, bad, "Child workflow input")
+        problem = workflow_options_problem(a, self.env.allowed_search_attributes)
+        if problem:
+            raise _fail(bad, problem)
         exec_s = secs(a.execution_start_to_close_timeout) or st.execution_timeout_s
         task_s = secs(a.task_start_to_close_timeout) or st.task_timeout_s
         if exec_s <= 0 or task_s <= 0:

@@ -12,7 +12,7 @@ from typing import Any
 
 from cadence.api.v1 import history_pb2, tasklist_pb2
 
-from engine.execution.protos import NS, dur, ts
+from engine.execution.protos import after_ns, dur, ts
 from engine.model.state import (
     BUFFERED_EVENT_ID,
     EMPTY_EVENT_ID,
@@ -175,7 +175,7 @@ class RunMutation:
             TimerTask(
                 task_id=0,
                 kind=kind,
-                fire_ns=self.now_ns + int(delay_s * NS),
+                fire_ns=after_ns(self.now_ns, delay_s),
                 domain_id=st.domain_id,
                 workflow_id=st.workflow_id,
                 run_id=st.run_id,

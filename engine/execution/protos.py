@@ -1,6 +1,9 @@
-"""Small conversions between engine values and `uber.cadence.api.v1` protos."""
+"""Small conversions between engine values and `uber.cadence.api.v1` protos, and the bounds
+every time the engine stores must respect."""
 
 from __future__ import annotations
+
+import math
 
 from cadence.api.v1 import common_pb2, workflow_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -9,13 +12,27 @@ from engine.model.state import ActivityInfo, ParentInfo, RetryPolicyState
 
 NS = 1_000_000_000
 
+# The longest Duration the engine takes: 2**31 - 1 seconds (about 68 years), the widest value
+# Cadence's int32-second fields hold. The frontend clamps longer ones to it (see
+# engine.frontend.values); `secs` clamps again, for requests recorded before it did.
+MAX_DURATION_SECONDS = 2**31 - 1
+# Times are int64 unix nanoseconds in every store (year 2262); deadlines saturate here.
+MAX_TIME_NS = 2**63 - 1
+
 
 def ts(ns: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=ns // NS, nanos=ns % NS)
 
 
 def ts_ns(value: timestamp_pb2.Timestamp) -> int:
-    return value.seconds * NS + value.nanos
+    """Unix nanoseconds, saturated to the int64 range the stores hold."""
+    return max(-MAX_TIME_NS - 1, min(value.seconds * NS + value.nanos, MAX_TIME_NS))
+
+
+def after_ns(now_ns: int, seconds: float) -> int:
+    """The time `seconds` after `now_ns`, saturated at MAX_TIME_NS (never past what a store
+    can hold, whatever a timeout says)."""
+    return min(now_ns + int(seconds * NS), MAX_TIME_NS)
 
 
 def dur(seconds: float) -> duration_pb2.Duration:
@@ -24,8 +41,14 @@ def dur(seconds: float) -> duration_pb2.Duration:
 
 
 def secs(value: duration_pb2.Duration) -> int:
-    """Whole seconds, truncated, as Cadence does for every Duration on the wire."""
-    return int(value.seconds)
+    """Whole seconds, truncated, as Cadence does for every Duration on the wire; at most
+    MAX_DURATION_SECONDS."""
+    return min(int(value.seconds), MAX_DURATION_SECONDS)
+
+
+def is_negative(value: duration_pb2.Duration) -> bool:
+    """Whether a Duration is below zero, also by its nanos alone (-0.5 s truncates to 0 s)."""
+    return value.seconds < 0 or value.nanos < 0
 
 
 def payload(data: bytes | None) -> common_pb2.Payload | None:
@@ -67,10 +90,18 @@ def retry_delay_s(
     if reason in policy.non_retryable_reasons or reason.endswith("_EXCEEDS_LIMIT"):
         # Size-limit failures (e.g. COMPLETE_RESULT_EXCEEDS_LIMIT) would only repeat.
         return None
-    delay = policy.initial_interval_s * (policy.backoff_coefficient**attempt)
+    coefficient = policy.backoff_coefficient
+    if not math.isfinite(coefficient) or coefficient < 1:
+        # A policy stored before the frontend refused such coefficients: no retry rather
+        # than a computation that raises and loses the timer.
+        return None
+    try:
+        delay = policy.initial_interval_s * (coefficient**attempt)
+    except OverflowError:
+        delay = math.inf
     if policy.maximum_interval_s > 0:
         delay = min(delay, policy.maximum_interval_s)
-    delay_s = max(1, int(delay))
+    delay_s = max(1, int(min(delay, MAX_DURATION_SECONDS)))
     if expiration_ns and now_ns + delay_s * NS > expiration_ns:
         return None
     return delay_s
@@ -84,8 +115,10 @@ def retry_policy_problem(policy: common_pb2.RetryPolicy) -> str | None:
     expiration = secs(policy.expiration_interval)
     if initial <= 0:
         return "InitialIntervalInSeconds must be greater than 0 on retry policy."
-    if policy.backoff_coefficient < 1:
+    if not policy.backoff_coefficient >= 1:  # also NaN
         return "BackoffCoefficient cannot be less than 1 on retry policy."
+    if math.isinf(policy.backoff_coefficient):
+        return "BackoffCoefficient must be a finite number on retry policy."
     if maximum < 0:
         return "MaximumIntervalInSeconds cannot be less than 0 on retry policy."
     if 0 < maximum < initial:

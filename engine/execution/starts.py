@@ -15,7 +15,9 @@ from croniter import croniter
 
 from engine.execution.mutation import RunMutation
 from engine.execution.protos import (
+    MAX_DURATION_SECONDS,
     NS,
+    after_ns,
     dur,
     parent_execution_info,
     payload,
@@ -87,7 +89,7 @@ def new_run(
     params: StartParams, run_id: str, now_ns: int, next_task_id: Callable[[], int]
 ) -> RunMutation:
     """A new run's mutable state and first batch: Started [, Signaled], DecisionTaskScheduled."""
-    exec_ns = now_ns + params.first_backoff_s * NS
+    exec_ns = after_ns(now_ns, params.first_backoff_s)
     state = MutableState(
         domain_id=params.domain_id,
         domain_name=params.domain_name,
@@ -338,13 +340,13 @@ def params_from_request(
     if req.HasField("first_run_at"):
         at = ts_ns(req.first_run_at)
         if at > now_ns:
-            backoff = max(backoff, math.ceil((at - now_ns) / NS))
+            backoff = max(backoff, min(math.ceil((at - now_ns) / NS), MAX_DURATION_SECONDS))
     elif req.cron_schedule:
         backoff = max(backoff, cron_backoff_s(req.cron_schedule, now_ns))
     retry = retry_from_proto(req.retry_policy) if req.HasField("retry_policy") else None
     expiration = 0
     if retry is not None and retry.expiration_s > 0:
-        expiration = now_ns + (retry.expiration_s + backoff) * NS
+        expiration = after_ns(now_ns, retry.expiration_s + backoff)
     return StartParams(
         domain_id=domain_id,
         domain_name=domain_name,

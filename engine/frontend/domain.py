@@ -40,6 +40,7 @@ from engine.errors import (
 )
 from engine.frontend import validation as v
 from engine.frontend.errors import CLUSTER_NAME, rpc
+from engine.frontend.values import check_values
 from engine.persistence.protocols import DomainRecord, DomainStore
 
 __all__ = ["DomainHandler"]
@@ -282,6 +283,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
         self, request: service_domain_pb2.FailoverDomainRequest, context: Any
     ) -> service_domain_pb2.FailoverDomainResponse:
         v.check_domain(request.domain_name)
+        check_values(request)
         await self.resolve(request.domain_name)
         raise BadRequestError(
             f"Domain {request.domain_name} cannot fail over: this server has a single cluster "

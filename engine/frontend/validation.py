@@ -21,7 +21,6 @@ import re
 import uuid
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from cadence.api.v1 import (
@@ -36,10 +35,12 @@ from cadence.api.v1 import (
     tasklist_pb2,
     workflow_pb2,
 )
-from croniter import croniter
 
 from engine.errors import BadRequestError
-from engine.execution.protos import retry_policy_problem
+from engine.execution.checks import cron_period_seconds, cron_problem
+from engine.execution.protos import MAX_DURATION_SECONDS, retry_policy_problem
+from engine.frontend.values import check_values
+from engine.visibility.attributes import value_problem
 
 # --- limits (Cadence's dynamic-config defaults) ---------------------------------------------
 
@@ -89,15 +90,6 @@ SYSTEM_SEARCH_ATTRIBUTES: Final = frozenset(
     }
 )
 
-# Cron descriptors that robfig/cron's standard parser and croniter both understand.
-# "@every <duration>" is robfig-only; croniter (which runs our cron) cannot evaluate it.
-_CRON_DESCRIPTORS: Final = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
-# The base Cadence measures a cron period from when bounding jitter: the zero time.Time,
-# 0001-01-01 00:00 UTC. 2001-01-01 is also a Monday and croniter handles it reliably.
-_CRON_PERIOD_BASE: Final = datetime(2001, 1, 1, tzinfo=UTC)
-
 
 class _HasSeconds(Protocol):
     """A `google.protobuf.Duration` as far as validation needs it."""
@@ -128,8 +120,9 @@ class StartTimeouts:
 def duration_seconds(d: _HasSeconds) -> int:
     """Whole seconds of a Duration, truncated toward zero (Cadence keeps int32 seconds)."""
     # Duration normalises seconds and nanos to the same sign, so dropping nanos truncates
-    # toward zero for negative durations too (-0.5 s -> 0).
-    return int(d.seconds)
+    # toward zero for negative durations too (-0.5 s -> 0). Longer than the engine keeps:
+    # clamped, as check_values clamps the request itself.
+    return min(int(d.seconds), MAX_DURATION_SECONDS)
 
 
 def retention_days(d: _HasSeconds) -> int:
@@ -252,21 +245,10 @@ def validate_retry_policy(policy: common_pb2.RetryPolicy) -> None:
 
 
 def validate_cron_schedule(schedule: str) -> None:
-    """A standard 5-field cron expression (or a fixed descriptor such as @daily)."""
-    expr = schedule.strip()
-    if expr.startswith("@"):
-        ok = expr in _CRON_DESCRIPTORS
-    else:
-        # croniter also takes 6 and 7 fields (seconds, year); Cadence's parser does not.
-        ok = len(expr.split()) == 5 and croniter.is_valid(expr)
-    if not ok:
-        raise BadRequestError("Invalid CronSchedule.")
-
-
-def _cron_period_seconds(schedule: str) -> int:
-    it = croniter(schedule.strip(), _CRON_PERIOD_BASE)
-    nxt: datetime = it.get_next(datetime)
-    return int((nxt - _CRON_PERIOD_BASE).total_seconds())
+    """A standard 5-field cron expression (or a fixed descriptor such as @daily) that fires."""
+    problem = cron_problem(schedule)
+    if problem:
+        raise BadRequestError(problem)
 
 
 def validate_memo(memo: common_pb2.Memo) -> None:
@@ -291,10 +273,9 @@ def validate_search_attributes(
             raise BadRequestError(f"{key} is not a valid search attribute key")
         if len(value.data) > MAX_SEARCH_ATTRIBUTE_VALUE_BYTES:
             raise BadRequestError(f"size limit exceed for key {key}")
-        try:
-            json.loads(value.data)
-        except ValueError as exc:
-            raise BadRequestError(f"{key} value is not valid JSON") from exc
+        problem = value_problem(key, value.data)
+        if problem:
+            raise BadRequestError(problem)
         total += len(key) + len(value.data)
     if total > MAX_SEARCH_ATTRIBUTES_TOTAL_BYTES:
         raise BadRequestError(
@@ -338,7 +319,7 @@ def validate_start_request(
         raise BadRequestError("A valid JitterStartSeconds is not set on request (negative).")
     if request.cron_schedule:
         validate_cron_schedule(request.cron_schedule)
-        if jitter_seconds > 0 and jitter_seconds > _cron_period_seconds(request.cron_schedule):
+        if jitter_seconds > 0 and jitter_seconds > cron_period_seconds(request.cron_schedule):
             raise BadRequestError(
                 "A valid JitterStartSeconds is not set on request (larger than cron duration)."
             )
@@ -360,6 +341,7 @@ def validate_start_request(
     if len(request.input.data) + memo_bytes > BLOB_SIZE_LIMIT:
         raise BadRequestError("Input and memo exceed size limit.")
     check_request_size(request)
+    check_values(request)
     return StartTimeouts(
         execution_seconds=execution_seconds,
         task_seconds=min(task_seconds, MAX_TASK_TIMEOUT_SECONDS, execution_seconds),
@@ -382,6 +364,7 @@ def validate_signal_with_start_request(
     timeouts = validate_start_request(request.start_request, search_attribute_keys)
     _check_signal(request.signal_name, request.signal_input, request.control)
     check_request_size(request)
+    check_values(request)
     return timeouts
 
 
@@ -392,6 +375,7 @@ def validate_signal_request(request: service_workflow_pb2.SignalWorkflowExecutio
     check_request_id(request.request_id, required=False)
     check_identity(request.identity)
     check_request_size(request)
+    check_values(request)
 
 
 def validate_request_cancel_request(
@@ -402,6 +386,7 @@ def validate_request_cancel_request(
     check_request_id(request.request_id, required=False)
     _check_first_execution_run_id(request.first_execution_run_id)
     check_identity(request.identity)
+    check_values(request)
 
 
 def validate_terminate_request(
@@ -413,6 +398,7 @@ def validate_terminate_request(
     check_payload_size("Details", request.details.data)
     check_identity(request.identity)
     check_request_size(request)
+    check_values(request)
 
 
 def validate_reset_request(request: service_workflow_pb2.ResetWorkflowExecutionRequest) -> None:
@@ -422,6 +408,7 @@ def validate_reset_request(request: service_workflow_pb2.ResetWorkflowExecutionR
     # The upper bound (<= next_event_id) needs the run; history checks it.
     if request.decision_finish_event_id <= 1:
         raise BadRequestError("Decision finish ID must be > 1 && <= workflow next event ID.")
+    check_values(request)
 
 
 def validate_get_history_request(
@@ -440,6 +427,7 @@ def validate_get_history_request(
         request.query_consistency_level,
         query_pb2.QueryConsistencyLevel.values(),
     )
+    check_values(request)
 
 
 def validate_describe_request(
@@ -452,6 +440,7 @@ def validate_describe_request(
         request.query_consistency_level,
         query_pb2.QueryConsistencyLevel.values(),
     )
+    check_values(request)
 
 
 def validate_query_request(request: service_workflow_pb2.QueryWorkflowRequest) -> None:
@@ -473,6 +462,7 @@ def validate_query_request(request: service_workflow_pb2.QueryWorkflowRequest) -
         query_pb2.QueryConsistencyLevel.values(),
     )
     check_request_size(request)
+    check_values(request)
 
 
 def validate_describe_task_list_request(
@@ -483,6 +473,7 @@ def validate_describe_task_list_request(
         raise BadRequestError("TaskListType is not set on request.")
     check_enum("TaskListType", request.task_list_type, tasklist_pb2.TaskListType.values())
     check_task_list(request)
+    check_values(request)
 
 
 def validate_list_task_list_partitions_request(
@@ -490,12 +481,14 @@ def validate_list_task_list_partitions_request(
 ) -> None:
     check_domain(request.domain)
     check_task_list(request)
+    check_values(request)
 
 
 def validate_get_task_lists_by_domain_request(
     request: service_workflow_pb2.GetTaskListsByDomainRequest,
 ) -> None:
     check_domain(request.domain)
+    check_values(request)
 
 
 def validate_execution_request(request: Any) -> None:
@@ -506,8 +499,8 @@ def validate_execution_request(request: Any) -> None:
     identity = getattr(request, "identity", "")
     check_identity(identity)
 
-
-# --- WorkerAPI ------------------------------------------------------------------------------
+    # --- WorkerAPI ------------------------------------------------------------------------------
+    check_values(request)
 
 
 def validate_poll_request(request: Any) -> None:
@@ -515,6 +508,7 @@ def validate_poll_request(request: Any) -> None:
     check_domain(request.domain)
     check_task_list(request)
     check_identity(request.identity)
+    check_values(request)
 
 
 def _check_token_request(request: Any, decode: TokenDecoder | None) -> None:
@@ -528,6 +522,7 @@ def validate_decision_completed_request(
 ) -> None:
     """Decision blobs over the limit fail the workflow (history's job), not the call."""
     _check_token_request(request, decode)
+    check_values(request, negatives=False)
 
 
 def validate_decision_failed_request(
@@ -535,6 +530,7 @@ def validate_decision_failed_request(
     decode: TokenDecoder | None = None,
 ) -> None:
     _check_token_request(request, decode)
+    check_values(request)
 
 
 def validate_activity_response(request: Any, decode: TokenDecoder | None = None) -> None:
@@ -544,6 +540,7 @@ def validate_activity_response(request: Any, decode: TokenDecoder | None = None)
     which the history service does.
     """
     _check_token_request(request, decode)
+    check_values(request)
 
 
 def validate_query_completed_request(
@@ -551,6 +548,7 @@ def validate_query_completed_request(
     decode: TokenDecoder | None = None,
 ) -> None:
     check_task_token(request.task_token, decode)
+    check_values(request)
 
 
 def validate_activity_by_id(request: Any) -> None:
@@ -561,8 +559,8 @@ def validate_activity_by_id(request: Any) -> None:
         raise BadRequestError("ActivityID is not set on request.")
     check_identity(request.identity)
 
-
-# --- VisibilityAPI --------------------------------------------------------------------------
+    # --- VisibilityAPI --------------------------------------------------------------------------
+    check_values(request)
 
 
 def _check_start_time_filter(request: Any) -> None:
@@ -587,6 +585,7 @@ def validate_list_open_request(
     check_domain(request.domain)
     check_page_size(request.page_size)
     _check_start_time_filter(request)
+    check_values(request)
 
 
 def validate_list_closed_request(
@@ -601,6 +600,7 @@ def validate_list_closed_request(
             request.status_filter.status,
             workflow_pb2.WorkflowExecutionCloseStatus.values(),
         )
+    check_values(request)
 
 
 def validate_list_request(request: Any) -> None:
@@ -610,6 +610,7 @@ def validate_list_request(request: Any) -> None:
     """
     check_domain(request.domain)
     check_page_size(request.page_size)
+    check_values(request)
 
 
 def validate_count_request(
@@ -617,8 +618,8 @@ def validate_count_request(
 ) -> None:
     check_domain(request.domain)
 
-
-# --- DomainAPI ------------------------------------------------------------------------------
+    # --- DomainAPI ------------------------------------------------------------------------------
+    check_values(request)
 
 
 def validate_retention(
@@ -654,23 +655,28 @@ def validate_register_domain_request(
         request.visibility_archival_status,
         domain_pb2.ArchivalStatus.values(),
     )
+    check_values(request)
     return days
 
 
 def validate_describe_domain_request(request: service_domain_pb2.DescribeDomainRequest) -> None:
     if not request.name and not request.id:
         raise BadRequestError("Domain not set on request.")
+    check_values(request)
 
 
 def validate_update_domain_request(request: service_domain_pb2.UpdateDomainRequest) -> None:
     """The request-level checks; the mask paths are applied (and checked) by the handler."""
     check_domain(request.name)
+    check_values(request)
 
 
 def validate_domain_name_request(request: Any) -> None:
     """DeprecateDomain and DeleteDomain: a name is all they carry."""
     check_domain(request.name)
+    check_values(request)
 
 
 def validate_list_domains_request(request: service_domain_pb2.ListDomainsRequest) -> None:
     check_page_size(request.page_size)
+    check_values(request)

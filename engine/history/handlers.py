@@ -6,11 +6,12 @@ folds the mutation into the batch, and returns reply values (or raises a Service
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from cadence.api.v1 import (
     common_pb2,
+    decision_pb2,
     history_pb2,
     service_worker_pb2,
     service_workflow_pb2,
@@ -238,12 +239,31 @@ async def handle_terminate(engine: ShardEngine, batch: Batch, cmd: Command) -> d
 # -- decisions ---------------------------------------------------------------------------------
 
 
-def _decision_env(engine: ShardEngine, batch: Batch) -> DecisionEnv:
+def _decision_env(
+    engine: ShardEngine, batch: Batch, missing_domains: frozenset[str] = frozenset()
+) -> DecisionEnv:
     return DecisionEnv(
         runs=engine.creator(batch),
         new_run_id=new_run_id,
         allowed_search_attributes=engine.allowed_search_attributes,
+        missing_domains=missing_domains,
     )
+
+
+async def _missing_activity_domains(
+    engine: ShardEngine, own_domain: str, decisions_: Iterable[decision_pb2.Decision]
+) -> frozenset[str]:
+    """Domains that activities are scheduled in, other than the run's own, which do not exist.
+    Looked up only for such decisions (rare), so the common decision costs nothing."""
+    named = {
+        d.schedule_activity_task_decision_attributes.domain
+        for d in decisions_
+        if d.WhichOneof("attributes") == "schedule_activity_task_decision_attributes"
+    }
+    named.discard("")
+    named.discard(own_domain)
+    missing = [name for name in named if await engine.store.get_domain(name=name) is None]
+    return frozenset(missing)
 
 
 def _refuse_if_poller_gone(engine: ShardEngine, args: dict[str, Any]) -> None:
@@ -292,7 +312,10 @@ async def handle_decision_completed(
 ) -> dict[str, Any]:
     req = service_worker_pb2.RespondDecisionTaskCompletedRequest.FromString(cmd.request)
     key = await _resolve(engine, batch, cmd)
-    env = _decision_env(engine, batch)
+    own_domain = batch.runs[key].state.domain_name
+    env = _decision_env(
+        engine, batch, await _missing_activity_domains(engine, own_domain, req.decisions)
+    )
     _mutate(
         engine,
         batch,

@@ -44,6 +44,7 @@ from engine.errors import BadRequestError
 
 __all__ = [
     "QUERY_KEYS",
+    "RFC3339",
     "SEARCH_ATTRIBUTE_TYPES",
     "And",
     "Between",
@@ -506,7 +507,7 @@ def _resolve_key(tok: _Token) -> KeySpec:
 
 # -- values -------------------------------------------------------------------------------
 
-_RFC3339 = re.compile(
+RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})"
     r"(?:\.([0-9]+))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
 )
@@ -538,7 +539,7 @@ def _coerce(spec: KeySpec, tok: _Token) -> Value:
     elif kind == "datetime":
         if tok.kind != "ident" and _INTEGER.fullmatch(text):
             return _int64(spec, tok, text)
-        if tok.kind == "string" and (m := _RFC3339.fullmatch(text)) is not None:
+        if tok.kind == "string" and (m := RFC3339.fullmatch(text)) is not None:
             return _int64(spec, tok, _rfc3339_ns(m, spec, tok))
         expected = "unix nanoseconds or an RFC3339 time"
     else:  # close_status
