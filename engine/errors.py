@@ -19,7 +19,20 @@ EngineError
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
+
+# How much of a user's value an error message quotes (see `quote`).
+QUOTE_LIMIT: Final = 100
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`value` as an error message shows it: whole when short, else its first `limit`
+    characters, "..." and its full length. A message that echoed a 10,000-character name
+    whole would be refused by the client's metadata limit, losing the typed error."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 def can_pass(exc: BaseException) -> bool:

@@ -13,19 +13,13 @@ from typing import Any
 
 import grpc
 import structlog
-from cadence.api.v1 import (
-    service_domain_pb2_grpc,
-    service_meta_pb2_grpc,
-    service_visibility_pb2_grpc,
-    service_worker_pb2_grpc,
-    service_workflow_pb2_grpc,
-)
 
 from engine.clock import Clock, SystemClock
 from engine.config import EngineConfig
 from engine.frontend.context import FrontendContext
 from engine.frontend.domain import DomainHandler
 from engine.frontend.meta import MetaHandler
+from engine.frontend.services import add_services
 from engine.frontend.validation import SYSTEM_SEARCH_ATTRIBUTES
 from engine.frontend.visibility import VisibilityHandler
 from engine.frontend.worker import WorkerHandler
@@ -151,14 +145,16 @@ class Server:
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
             ]
         )
-        # The generated registration functions are untyped.
-        service_domain_pb2_grpc.add_DomainAPIServicer_to_server(self.domains, server)  # type: ignore[no-untyped-call]
-        service_workflow_pb2_grpc.add_WorkflowAPIServicer_to_server(WorkflowHandler(fe), server)  # type: ignore[no-untyped-call]
-        service_worker_pb2_grpc.add_WorkerAPIServicer_to_server(WorkerHandler(fe), server)  # type: ignore[no-untyped-call]
-        service_visibility_pb2_grpc.add_VisibilityAPIServicer_to_server(  # type: ignore[no-untyped-call]
-            VisibilityHandler(fe), server
+        add_services(
+            server,
+            {
+                "DomainAPI": self.domains,
+                "WorkflowAPI": WorkflowHandler(fe),
+                "WorkerAPI": WorkerHandler(fe),
+                "VisibilityAPI": VisibilityHandler(fe),
+                "MetaAPI": MetaHandler(),
+            },
         )
-        service_meta_pb2_grpc.add_MetaAPIServicer_to_server(MetaHandler(), server)  # type: ignore[no-untyped-call]
         self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         await server.start()
         self._grpc = server

@@ -8,7 +8,7 @@ from typing import Any
 from cadence.api.v1 import history_pb2
 
 from engine.clock import Clock
-from engine.errors import EntityNotExistsError
+from engine.errors import EntityNotExistsError, quote
 from engine.history.bus import CommandBus
 from engine.history.views import LocalState
 from engine.history.watch import RunWatcher
@@ -47,13 +47,15 @@ class FrontendContext:
             if not known:
                 cur = await self.store.get_current_run(shard, domain_id, workflow_id)
             if cur is None:
-                raise EntityNotExistsError(f"Workflow execution not found: {workflow_id}")
+                raise EntityNotExistsError(f"Workflow execution not found: {quote(workflow_id)}")
             run_id = cur.run_id
         raw = local.run_state(shard, (domain_id, workflow_id, run_id)) if local else None
         if raw is None:
             snap = await self.store.get_run(shard, domain_id, workflow_id, run_id)
             if snap is None:
-                raise EntityNotExistsError(f"Workflow execution not found: {workflow_id}/{run_id}")
+                raise EntityNotExistsError(
+                    f"Workflow execution not found: {quote(workflow_id)}/{quote(run_id)}"
+                )
             raw = snap.state
         return decode_state(raw)
 

@@ -37,6 +37,7 @@ from engine.errors import (
     DomainAlreadyExistsError,
     EntityNotExistsError,
     ServiceBusyError,
+    quote,
 )
 from engine.frontend import validation as v
 from engine.frontend.errors import CLUSTER_NAME, rpc
@@ -100,7 +101,7 @@ def _decode(record: DomainRecord) -> domain_pb2.Domain:
 
 
 def _not_found(name: str) -> EntityNotExistsError:
-    return EntityNotExistsError(f"Domain: {name} does not exist.")
+    return EntityNotExistsError(f"Domain: {quote(name)} does not exist.")
 
 
 class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
@@ -187,7 +188,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
         if domain is None:
             record = await self._store.get_domain(domain_id=domain_id) if domain_id else None
             if record is None:
-                raise EntityNotExistsError(f"Domain ID: {domain_id} does not exist.")
+                raise EntityNotExistsError(f"Domain ID: {quote(domain_id)} does not exist.")
             domain = _decode(record)
             self._remember(domain)
         return _copy(domain)
@@ -226,7 +227,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
         if request.WhichOneof("describe_by") == "id":
             record = await self._store.get_domain(domain_id=request.id)
             if record is None:
-                raise EntityNotExistsError(f"Domain ID: {request.id} does not exist.")
+                raise EntityNotExistsError(f"Domain ID: {quote(request.id)} does not exist.")
         else:
             record = await self._store.get_domain(name=request.name)
             if record is None:
@@ -254,7 +255,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
         paths = list(request.update_mask.paths)
         for path in paths:
             if path not in _CONFIG_PATHS and path not in _REPLICATION_PATHS:
-                raise BadRequestError(f"Invalid update mask path: {path}.")
+                raise BadRequestError(f"Invalid update mask path: {quote(path)}.")
         domain = await self._update(request.name, lambda d: self._apply_update(d, request, paths))
         return service_domain_pb2.UpdateDomainResponse(domain=domain)
 
@@ -286,8 +287,8 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
         check_values(request)
         await self.resolve(request.domain_name)
         raise BadRequestError(
-            f"Domain {request.domain_name} cannot fail over: this server has a single cluster "
-            f"({self.cluster_name})."
+            f"Domain {quote(request.domain_name)} cannot fail over: this server has a single "
+            f"cluster ({self.cluster_name})."
         )
 
     @rpc
@@ -302,13 +303,13 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
     def _check_clusters(self, active: str, clusters: list[str]) -> None:
         if active and active != self.cluster_name:
             raise BadRequestError(
-                f"Invalid active cluster name: {active}. This server has the single cluster "
+                f"Invalid active cluster name: {quote(active)}. This server has the single cluster "
                 f"{self.cluster_name}."
             )
         for name in clusters:
             if name != self.cluster_name:
                 raise BadRequestError(
-                    f"Invalid cluster name: {name}. This server has the single cluster "
+                    f"Invalid cluster name: {quote(name)}. This server has the single cluster "
                     f"{self.cluster_name}."
                 )
 
@@ -409,7 +410,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
             elif path == "delete_bad_binary":
                 checksum = request.delete_bad_binary
                 if checksum not in domain.bad_binaries.binaries:
-                    raise BadRequestError(f"Bad binary checksum {checksum} doesn't exists.")
+                    raise BadRequestError(f"Bad binary checksum {quote(checksum)} doesn't exists.")
                 del domain.bad_binaries.binaries[checksum]
             elif path in ("history_archival_status", "visibility_archival_status"):
                 status = getattr(request, path)

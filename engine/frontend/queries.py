@@ -21,7 +21,7 @@ from cadence.api.v1 import (
     service_workflow_pb2 as pb,
 )
 
-from engine.errors import QueryFailedError
+from engine.errors import QueryFailedError, quote
 from engine.frontend.context import FrontendContext
 
 CLOSE_COMPLETED = workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_COMPLETED
@@ -76,7 +76,7 @@ async def run_query(
         )
         if not offered:
             raise QueryFailedError(
-                f"no worker is polling task list {st.task_list!r} to answer the query"
+                f"no worker is polling task list {quote(repr(st.task_list))} to answer the query"
             )
         try:
             reply = await asyncio.wait_for(fut, max(0.1, until - loop.time()))

@@ -23,6 +23,7 @@ from engine.errors import (
     EntityNotExistsError,
     ServiceBusyError,
     WorkflowExecutionAlreadyStartedError,
+    quote,
 )
 from engine.execution import activities, decisions, external
 from engine.execution.decisions import DecisionEnv
@@ -54,10 +55,12 @@ async def _resolve(
     if not run_id:
         cur = await engine.current(batch, cmd.domain_id, cmd.workflow_id)
         if cur is None:
-            raise EntityNotExistsError(f"Workflow execution not found: {cmd.workflow_id}")
+            raise EntityNotExistsError(f"Workflow execution not found: {quote(cmd.workflow_id)}")
         run_id = cur.run_id
     if not await engine.load(batch, cmd.domain_id, cmd.workflow_id, run_id):
-        raise EntityNotExistsError(f"Workflow execution not found: {cmd.workflow_id}/{run_id}")
+        raise EntityNotExistsError(
+            f"Workflow execution not found: {quote(cmd.workflow_id)}/{quote(run_id)}"
+        )
     # The batch must hold the current-run pointer before the run changes: closing the run
     # updates the pointer's close status, continue-as-new moves it to the new run.
     await engine.current(batch, cmd.domain_id, cmd.workflow_id)
@@ -93,8 +96,8 @@ async def _start_run(
         if cur.close_status == 0:
             if policy != REUSE_TERMINATE:
                 raise WorkflowExecutionAlreadyStartedError(
-                    f"Workflow execution is already running. WorkflowId: {params.workflow_id}, "
-                    f"RunId: {cur.run_id}.",
+                    "Workflow execution is already running. "
+                    f"WorkflowId: {quote(params.workflow_id)}, RunId: {cur.run_id}.",
                     cur.create_request_id,
                     cur.run_id,
                 )
@@ -111,7 +114,7 @@ async def _start_run(
             policy == REUSE_ALLOW_FAILED_ONLY and cur.close_status == CLOSE_COMPLETED
         ):
             raise WorkflowExecutionAlreadyStartedError(
-                f"Workflow execution already finished. WorkflowId: {params.workflow_id}, "
+                f"Workflow execution already finished. WorkflowId: {quote(params.workflow_id)}, "
                 f"RunId: {cur.run_id}.",
                 cur.create_request_id,
                 cur.run_id,

@@ -40,7 +40,7 @@ from typing import Literal, TypeAlias
 
 from cadence.api.v1 import workflow_pb2
 
-from engine.errors import BadRequestError
+from engine.errors import BadRequestError, quote
 
 __all__ = [
     "QUERY_KEYS",
@@ -588,7 +588,7 @@ def close_status_value(status: int | str) -> int:
     else:
         number = status if status in _CLOSE_STATUS_NAMES else None
     if number is None:
-        raise BadRequestError(f"Invalid close status {status!r}.")
+        raise BadRequestError(f"Invalid close status {quote(repr(status))}.")
     return number
 
 

@@ -7,6 +7,7 @@ message mismatch between the status and its details would surface as ValueError 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +22,14 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from engine import errors
-from engine.frontend.errors import RPC_SERVICE_KEY, grpc_code, rpc, to_rpc_status
+from engine.frontend.errors import (
+    MAX_MESSAGE_BYTES,
+    RPC_SERVICE_KEY,
+    grpc_code,
+    internal_message,
+    rpc,
+    to_rpc_status,
+)
 
 ERRORS: dict[str, errors.ServiceError] = {
     "not-exists": errors.EntityNotExistsError("Domain: x does not exist."),
@@ -37,7 +45,12 @@ ERRORS: dict[str, errors.ServiceError] = {
     "bad": errors.BadRequestError("WorkflowId is not set on request."),
     "internal": errors.InternalServiceError("shard moved"),
     "unicode": errors.BadRequestError("naïve \u2013 ☃ request"),
+    # An unknown kind rebuilt from another process's reply (engine/history/bus.py).
+    "rebuilt": errors.error_from_kind("NoSuchKind", "KeyError('run_id') in apply"),
+    # Echoes 20,000 characters: over the client's metadata limit unless capped.
+    "huge": errors.EntityNotExistsError("Domain: " + "d" * 20_000 + " does not exist."),
 }
+INTERNAL_TEXT = re.compile(r"Internal service error \(id ([0-9a-f]{8})\)\.")
 
 
 class _Servicer(service_domain_pb2_grpc.DomainAPIServicer):
@@ -148,7 +161,6 @@ async def test_entity_not_exists_names_the_cluster(
     ("name", "code"),
     [
         ("bad", grpc.StatusCode.INVALID_ARGUMENT),
-        ("internal", grpc.StatusCode.INTERNAL),
         ("unicode", grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )
@@ -196,11 +208,72 @@ async def test_unexpected_exception_becomes_internal_without_internals(
     assert exc.code == grpc.StatusCode.INTERNAL
     assert "secret" not in str(exc)
     assert "hunter2" not in str(exc)
-    assert exc.args[0] == "Internal service error."
-    events = [e for e in logs if e["event"] == "rpc_internal_error"]
-    assert len(events) == 1
-    assert events[0]["rpc_method"] == "DescribeDomain"
-    assert events[0]["log_level"] == "error"
+    m = INTERNAL_TEXT.fullmatch(exc.args[0])
+    assert m is not None, exc.args[0]
+    # One line, with the traceback, under the id the client was given.
+    assert [e["event"] for e in logs] == ["rpc_internal_error"]
+    assert logs[0]["rpc_method"] == "DescribeDomain"
+    assert logs[0]["log_level"] == "error"
+    assert logs[0]["error_id"] == m.group(1)
+    assert logs[0]["exc_info"] is True
+
+
+@pytest.mark.parametrize("name", ["internal", "rebuilt"])
+async def test_internal_error_text_never_reaches_the_client(
+    typed_stub: service_domain_pb2_grpc.DomainAPIStub,
+    raw_stub: service_domain_pb2_grpc.DomainAPIStub,
+    name: str,
+) -> None:
+    # An InternalServiceError raised on purpose (a shard's reply, rebuilt by the bus) says
+    # what went wrong inside: that text is for the log, not for the caller.
+    with structlog.testing.capture_logs() as logs:
+        exc = await _raise(typed_stub, name)
+    assert type(exc) is cadence_error.CadenceRpcError
+    assert exc.code == grpc.StatusCode.INTERNAL
+    m = INTERNAL_TEXT.fullmatch(exc.args[0])
+    assert m is not None, exc.args[0]
+    assert [e["event"] for e in logs] == ["rpc_internal_error"]
+    assert logs[0]["error_id"] == m.group(1)
+    assert logs[0]["error"] == ERRORS[name].message
+    # Where it happened logged the traceback; the frontend does not log it again.
+    assert "exc_info" not in logs[0]
+    raw = await _raise(raw_stub, name)
+    assert isinstance(raw, grpc.aio.AioRpcError)
+    status = rpc_status.from_call(raw)
+    assert status is not None
+    assert INTERNAL_TEXT.fullmatch(status.message)
+    assert list(status.details) == []
+
+
+async def test_a_huge_message_is_capped_and_keeps_its_typed_error(
+    typed_stub: service_domain_pb2_grpc.DomainAPIStub,
+) -> None:
+    # Sent whole, 20,000 characters broke the client's metadata limit: RESOURCE_EXHAUSTED.
+    exc = await _raise(typed_stub, "huge")
+    assert type(exc) is cadence_error.EntityNotExistsError
+    assert exc.code == grpc.StatusCode.NOT_FOUND
+    message = exc.args[0]
+    assert len(message.encode()) <= MAX_MESSAGE_BYTES
+    assert message.startswith("Domain: ddd")
+    assert message.endswith(f"... (message cut, {len(ERRORS['huge'].message)} bytes)")
+
+
+def test_message_cap_cuts_at_a_character_boundary() -> None:
+    long = "\u20ac" * 2000  # 3 bytes of UTF-8 each
+    st = to_rpc_status(errors.BadRequestError(long))
+    raw = st.message.encode("utf-8")
+    assert len(raw) <= MAX_MESSAGE_BYTES
+    assert st.message.startswith("\u20ac" * 300)
+    assert st.message.endswith("... (message cut, 6000 bytes)")
+    short = errors.BadRequestError("x" * MAX_MESSAGE_BYTES)
+    assert to_rpc_status(short).message == short.message
+
+
+def test_quote_keeps_short_values_and_cuts_long_ones() -> None:
+    assert errors.quote("orders") == "orders"
+    assert errors.quote("x" * errors.QUOTE_LIMIT) == "x" * errors.QUOTE_LIMIT
+    assert errors.quote("y" * 10_000) == "y" * errors.QUOTE_LIMIT + "... (10000 characters)"
+    assert errors.quote("abcdef", limit=3) == "abc... (6 characters)"
 
 
 async def test_handler_abort_passes_through(
@@ -273,7 +346,10 @@ def test_to_rpc_status_for_every_error_kind() -> None:
         st = to_rpc_status(err)
         assert isinstance(st, status_pb2.Status)
         assert st.code == grpc_code(err).value[0]
-        assert st.message == err.message
+        if grpc_code(err) == grpc.StatusCode.INTERNAL:
+            assert st.message == internal_message() == "Internal service error."
+        elif err is not ERRORS["huge"]:
+            assert st.message == err.message
         untyped = isinstance(err, errors.BadRequestError | errors.InternalServiceError)
         assert len(st.details) == (0 if untyped else 1)
         if not untyped:
