@@ -21,7 +21,7 @@ from cadence.api.v1 import (
 )
 
 from engine.errors import EntityNotExistsError
-from engine.execution import activities
+from engine.execution import activities, decision_backoff
 from engine.execution.checks import (
     negative_duration_problem,
     search_attributes_problem,
@@ -92,7 +92,13 @@ def record_started(
 ) -> DecisionInfo:
     st = m.state
     d = st.decision
-    if not st.is_open or d is None or d.schedule_id != schedule_id or d.attempt != attempt:
+    if (
+        not st.is_open
+        or d is None
+        or d.schedule_id != schedule_id
+        or d.attempt != attempt
+        or st.decision_backoff_ns != 0  # held back: a dispatch of it can only be stale
+    ):
         raise EntityNotExistsError("Decision task not found.")
     if d.started_id != EMPTY_EVENT_ID:
         if d.request_id == request_id:
@@ -153,10 +159,14 @@ def _started_decision(m: RunMutation, schedule_id: int, attempt: int) -> Decisio
     return d
 
 
-def _retry_decision(m: RunMutation, d: DecisionInfo) -> None:
+def _retry_decision(
+    m: RunMutation, d: DecisionInfo, cause: str, details: bytes, identity: str
+) -> None:
     """After a failed or timed-out decision: a normal decision if buffered events wake the
-    decider, else a transient retry with the next attempt."""
+    decider, else a transient retry with the next attempt; after repeated failures its
+    dispatch waits for a backoff (engine/execution/decision_backoff.py)."""
     m.state.decision = None
+    decision_backoff.record_failure(m, d, cause, details, identity)
     if m.flush_buffered():
         m.schedule_decision(0)
     else:
@@ -202,7 +212,7 @@ def _fail_decision(
                 binary_checksum=checksum,
             ),
         )
-    _retry_decision(m, d)
+    _retry_decision(m, d, decision_backoff.cause_name(cause), details, identity)
 
 
 def respond_failed(
@@ -231,7 +241,8 @@ def on_timeout_timer(m: RunMutation, task: TimerTask) -> None:
                 cause=workflow_pb2.DECISION_TASK_TIMED_OUT_CAUSE_TIMEOUT,
             ),
         )
-    _retry_decision(m, d)
+    details = f"no response within the start-to-close timeout of {d.timeout_s} s"
+    _retry_decision(m, d, decision_backoff.TIMEOUT_CAUSE, details.encode(), d.identity)
 
 
 def respond_completed(
@@ -302,6 +313,7 @@ def _record_completed(
     st.decision = None
     st.last_processed_event = d.started_id
     st.completed_decisions += 1
+    decision_backoff.reset(m)
     return completed
 
 

@@ -8,7 +8,7 @@ decision back into a normal one; at most one decision exists at a time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cadence.api.v1 import history_pb2, tasklist_pb2
 
@@ -22,6 +22,9 @@ from engine.model.state import (
     encode_state,
 )
 from engine.model.tasks import TimerKind, TimerTask, TransferKind, TransferTask
+
+if TYPE_CHECKING:
+    from engine.execution.decision_backoff import DecisionBackoff
 
 # Failover version of every event of a local (single-cluster) domain.
 LOCAL_VERSION = -24
@@ -37,6 +40,8 @@ class RunMutation:
         self.timers: list[TimerTask] = []
         # Set when the visibility record must be rewritten (start, close, upsert).
         self.visibility_changed = False
+        # Set when a failed decision's retry backs off: the shard logs it.
+        self.decision_backoff: DecisionBackoff | None = None
         self._checkpoint: tuple[bytes, int, int, int, bool] | None = None
 
     # -- events -------------------------------------------------------------------------
@@ -139,14 +144,19 @@ class RunMutation:
         else:
             # Transient: not persisted; its ids are the next two, as the poll shows them.
             schedule_id = st.next_event_id
+        # During a decision backoff (engine/execution/decision_backoff.py) the decision is
+        # scheduled as of the backoff's end and dispatched by its timer, not now.
+        backing_off = st.decision_backoff_ns != 0
         st.decision = DecisionInfo(
             schedule_id=schedule_id,
             task_list=st.task_list,
             timeout_s=st.task_timeout_s,
-            scheduled_ns=self.now_ns,
+            scheduled_ns=st.decision_backoff_ns if backing_off else self.now_ns,
             original_scheduled_ns=self.now_ns,
             attempt=attempt,
         )
+        if backing_off:
+            return
         self.transfer_task(
             TransferKind.DECISION_TASK,
             event_id=schedule_id,

@@ -184,6 +184,7 @@ def close_run(m: RunMutation, status: int, field: str, attrs: Any) -> history_pb
     st.close_event_id = event.event_id
     st.close_event = event.SerializeToString()
     st.decision = None
+    st.decision_backoff_ns = 0
     st.buffered = []
     m.transfer_task(TransferKind.CLOSE_EXECUTION)
     m.visibility_changed = True

@@ -7,6 +7,7 @@ folds the mutation into the batch, and returns reply values (or raises a Service
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from cadence.api.v1 import (
@@ -25,7 +26,7 @@ from engine.errors import (
     WorkflowExecutionAlreadyStartedError,
     quote,
 )
-from engine.execution import activities, decisions, external
+from engine.execution import activities, decision_backoff, decisions, external
 from engine.execution.decisions import DecisionEnv
 from engine.execution.mutation import RunMutation
 from engine.execution.starts import (
@@ -73,7 +74,24 @@ def _mutate(
     m = batch.mutation(key, engine.now_ns())
     out = fn(m)
     batch.commit_mutation(key, m)
+    if m.decision_backoff is not None:
+        _log_backoff(engine, key, m.decision_backoff)
     return out
+
+
+def _log_backoff(engine: ShardEngine, key: RunKey, b: decision_backoff.DecisionBackoff) -> None:
+    """One line per failure of a backing-off decision: at most a few a minute per run, so
+    an operator sees which runs are stuck and why without a line per hot-loop attempt."""
+    engine.log.warning(
+        "decision_backoff",
+        workflow_id=key[1],
+        run_id=key[2],
+        attempt=b.attempt,
+        failures=b.failures,
+        cause=b.cause,
+        backoff_s=round(b.delay_s, 3),
+        next_attempt_at=datetime.fromtimestamp(b.due_ns / 1e9, UTC).isoformat(),
+    )
 
 
 # -- starts ----------------------------------------------------------------------------------
@@ -485,6 +503,8 @@ async def handle_timer_fired(engine: ShardEngine, batch: Batch, cmd: Command) ->
         )
     elif kind == TimerKind.WORKFLOW_BACKOFF:
         _mutate(engine, batch, key, external.on_backoff_timer)
+    elif kind == TimerKind.DECISION_BACKOFF:
+        _mutate(engine, batch, key, lambda m: decision_backoff.on_backoff_timer(m, task))
     return {}
 
 
@@ -551,7 +571,8 @@ async def handle_refresh_tasks(engine: ShardEngine, batch: Batch, cmd: Command) 
         if not st.is_open:
             return
         d = st.decision
-        if d is not None and d.started_id == EMPTY_EVENT_ID:
+        # A decision held back by a backoff is dispatched by its timer, not before.
+        if d is not None and d.started_id == EMPTY_EVENT_ID and not st.decision_backoff_ns:
             m.transfer_task(
                 TransferKind.DECISION_TASK,
                 event_id=d.schedule_id,

@@ -37,6 +37,19 @@ class DecisionInfo(msgspec.Struct):
     identity: str = ""
 
 
+class DecisionFailureInfo(msgspec.Struct):
+    """The last failed or timed-out decision of a run, kept for describe/diagnose and logs."""
+
+    # The DecisionTaskFailedCause name (e.g. "DECISION_TASK_FAILED_CAUSE_UNHANDLED_DECISION"),
+    # or "DECISION_TASK_TIMED_OUT_CAUSE_TIMEOUT" for a start-to-close timeout.
+    cause: str
+    # The worker's details (or the invalid decision's message), cut to a bounded size.
+    details: bytes
+    identity: str
+    attempt: int
+    time_ns: int
+
+
 class ActivityInfo(msgspec.Struct):
     schedule_id: int
     activity_id: str
@@ -159,6 +172,14 @@ class MutableState(msgspec.Struct):
     # without ids, appended after the decision completes.
     buffered: list[bytes] = msgspec.field(default_factory=list)
     completed_decisions: int = 0
+    # Failed or timed-out decisions since the last completed one (a new event does not reset
+    # it, unlike the decision's attempt): it drives the retry backoff
+    # (engine/execution/decision_backoff.py).
+    decision_failures: int = 0
+    # Not 0 while the pending decision waits for its DECISION_BACKOFF timer, due then: it is
+    # not dispatched before.
+    decision_backoff_ns: int = 0
+    last_decision_failure: DecisionFailureInfo | None = None
 
     @property
     def is_open(self) -> bool:

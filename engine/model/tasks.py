@@ -29,6 +29,8 @@ class TimerKind(enum.IntEnum):
     DELETE_HISTORY = 4
     ACTIVITY_RETRY = 5
     WORKFLOW_BACKOFF = 6
+    # Dispatches a decision retry held back after repeated failures (fire_ns names the backoff).
+    DECISION_BACKOFF = 7
 
 
 class TransferTask(msgspec.Struct, omit_defaults=True):

@@ -399,6 +399,7 @@ def check_run(run: RunView) -> None:
         assert st.close_event == last.SerializeToString()
         assert st.close_status == _CLOSE_STATUS_BY_FIELD[_field(last)], f"{where}: close status"
         assert st.decision is None, f"{where}: a closed run keeps a decision"
+        assert not st.decision_backoff_ns, f"{where}: a closed run keeps a decision backoff"
         assert not st.buffered, f"{where}: a closed run keeps buffered events"
         if _field(last) == "workflow_execution_continued_as_new_event_attributes":
             new = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
@@ -429,6 +430,12 @@ def _check_decision_state(run: RunView, where: str) -> None:
         assert st.decision is not None, f"{where}: events buffered without a decision"
         assert st.decision.started_id != EMPTY_EVENT_ID, f"{where}: buffered, none in flight"
     d = st.decision
+    if st.decision_backoff_ns:
+        # A backoff holds a scheduled decision back (engine/execution/decision_backoff.py).
+        assert d is not None, f"{where}: a decision backoff without a decision"
+        assert d.started_id == EMPTY_EVENT_ID, f"{where}: a decision started during its backoff"
+        assert d.scheduled_ns == st.decision_backoff_ns, f"{where}: backoff and schedule differ"
+        assert st.decision_failures > 0, f"{where}: a backoff without failures"
     if d is None:
         assert pending_scheduled is None, f"{where}: history has decision {pending_scheduled}"
         return

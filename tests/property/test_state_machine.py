@@ -51,6 +51,7 @@ from engine.model.commands import (
 from engine.model.state import (
     EMPTY_EVENT_ID,
     ActivityInfo,
+    DecisionFailureInfo,
     DecisionInfo,
     ExternalRequestInfo,
     MutableState,
@@ -339,7 +340,9 @@ class Scenario:
     real clients through replies, matching and the timer topic; many are stale on purpose.
     """
 
-    def __init__(self, driver: ShardDriver, data: st.DataObject) -> None:
+    def __init__(
+        self, driver: ShardDriver, data: st.DataObject, broken_decider: bool | None = None
+    ) -> None:
         self.d = driver
         self.data = data
         self.n_requests = 0
@@ -355,6 +358,11 @@ class Scenario:
         # Tasks handed to a poller and tokens answered (see `pick`).
         self.used: set[Any] = set()
         self.live: dict[str, list[Any]] = {}
+        # Sometimes the decider is broken until the wind-down: runs fail decisions in a row
+        # into a decision backoff (engine/execution/decision_backoff.py).
+        self.broken_decider: bool = (
+            self.draw(st.booleans(), "broken decider") if broken_decider is None else broken_decider
+        )
 
     def draw(self, strategy: st.SearchStrategy[Any], label: str) -> Any:
         return self.data.draw(strategy, label=label)
@@ -470,10 +478,16 @@ class Scenario:
             (1 if self.starts else 0, self.retry_start),
             (1 if self.runs else 0, self.refresh),
             (self.weight("decision-task", d.decision_tasks, 3), self.poll_decision),
-            (5 if self.live["decision-task"] else 0, self.decide_now),
+            (5 if self.live["decision-task"] and not self.broken_decider else 0, self.decide_now),
+            (8 if self.live["decision-task"] and self.broken_decider else 0, self.fail_now),
             (4 if self.live["activity-task"] else 0, self.work_now),
             (1 if self.decision_polls else 0, self.repoll_decision),
-            (self.weight("decision-token", self.decision_tokens, 4), self.complete_decision),
+            (
+                self.weight(
+                    "decision-token", self.decision_tokens, 1 if self.broken_decider else 4
+                ),
+                self.complete_decision,
+            ),
             (1 if self.decision_tokens else 0, self.fail_decision),
             (self.weight("activity-task", d.activity_tasks, 2), self.poll_activity),
             (1 if self.activity_polls else 0, self.repoll_activity),
@@ -657,6 +671,12 @@ class Scenario:
             self.used.add(_key(token))
             await self.complete_decision(token)
 
+    async def fail_now(self) -> None:
+        token = await self._started(await self.poll_decision())
+        if token is not None:
+            self.used.add(_key(token))
+            await self.fail_decision(token)
+
     async def work_now(self) -> None:
         token = await self._started(await self.poll_activity())
         if token is not None:
@@ -717,8 +737,9 @@ class Scenario:
             expect_failure=expect_failure,
         )
 
-    async def fail_decision(self) -> None:
-        token: TaskToken = self.pick(self.decision_tokens, "decision-token")
+    async def fail_decision(self, token: TaskToken | None = None) -> None:
+        if token is None:
+            token = self.pick(self.decision_tokens, "decision-token")
         req = service_worker_pb2.RespondDecisionTaskFailedRequest(
             task_token=encode_task_token(token),
             cause=self.draw(
@@ -1048,6 +1069,8 @@ def _timer_is_live(task: TimerTask, st_: MutableState) -> bool:
         return d is not None and (d.schedule_id, d.attempt) == (task.event_id, task.attempt)
     if task.kind == TimerKind.WORKFLOW_BACKOFF:
         return st_.awaiting_backoff
+    if task.kind == TimerKind.DECISION_BACKOFF:
+        return st_.decision_backoff_ns == task.fire_ns
     return True
 
 
@@ -1106,12 +1129,14 @@ _EXTERNAL: dict[TransferKind, tuple[tuple[CommandKind, int], tuple[CommandKind, 
 }
 
 
-async def run_scenario(data: st.DataObject, path: Path, max_steps: int = 60) -> ShardDriver:
+async def run_scenario(
+    data: st.DataObject, path: Path, max_steps: int = 60, broken_decider: bool | None = None
+) -> ShardDriver:
     """Draw and apply a random command stream; returns the (still open) driver."""
     driver = ShardDriver(path)
     await driver.__aenter__()
     try:
-        sc = Scenario(driver, data)
+        sc = Scenario(driver, data, broken_decider)
         for _ in range(data.draw(st.integers(1, max_steps), label="steps")):
             await sc.step()
         await sc.wind_down(data.draw(st.integers(0, max_steps // 2), label="wind-down steps"))
@@ -1139,6 +1164,23 @@ def test_random_command_streams_give_legal_histories(
 
     async def main() -> None:
         driver = await run_scenario(data, fresh_db(tmp))
+        await driver.__aexit__(None, None, None)
+
+    asyncio.run(main())
+
+
+@settings(STATE_MACHINE, max_examples=40)
+@given(data=st.data())
+def test_failing_deciders_back_off_with_legal_histories(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """A decider that fails (almost) every task, among signals, cancels, terminations, timers
+    fired in any order, duplicates and restarts: runs go into decision backoffs, and their
+    histories and states stay legal (check_shard checks the backoff's invariants too)."""
+    tmp = tmp_path_factory.mktemp("backoff")
+
+    async def main() -> None:
+        driver = await run_scenario(data, fresh_db(tmp), max_steps=120, broken_decider=True)
         await driver.__aexit__(None, None, None)
 
     asyncio.run(main())
@@ -1580,6 +1622,9 @@ STATES = st.builds(
     request_cancels=st.dictionaries(SMALL, EXTERNAL_INFOS, max_size=2),
     signals_out=st.dictionaries(SMALL, EXTERNAL_INFOS, max_size=2),
     buffered=st.lists(BLOBS, max_size=3),
+    decision_failures=SMALL,
+    decision_backoff_ns=INTS,
+    last_decision_failure=st.none() | st.builds(DecisionFailureInfo, IDS, BLOBS, IDS, SMALL, INTS),
 )
 
 
