@@ -17,6 +17,7 @@ from croniter import croniter
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
+from engine.errors import quote
 from engine.execution.protos import is_negative, retry_policy_problem
 from engine.visibility.attributes import value_problem
 
@@ -86,7 +87,7 @@ def search_attributes_problem(
     """Keys a client may set (the allow-list has no system keys), values of their types."""
     for key, value in fields.items():
         if key not in allowed:
-            return f"{key} is not a valid search attribute key."
+            return f"{quote(key)} is not a valid search attribute key."
         problem = value_problem(key, value.data)
         if problem:
             return f"{problem}."

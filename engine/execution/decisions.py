@@ -20,7 +20,7 @@ from cadence.api.v1 import (
     workflow_pb2,
 )
 
-from engine.errors import EntityNotExistsError
+from engine.errors import EntityNotExistsError, quote
 from engine.execution import activities, decision_backoff
 from engine.execution.checks import (
     negative_duration_problem,
@@ -434,7 +434,7 @@ class _Applier:
         if not a.activity_type.name:
             raise _fail(bad, "ActivityType is not set on decision.")
         if a.domain in self.env.missing_domains:
-            raise _fail(bad, f"Domain {a.domain} does not exist.")
+            raise _fail(bad, f"Domain {quote(a.domain)} does not exist.")
         if st.activity_by_id(a.activity_id) is not None:
             raise _fail(
                 workflow_pb2.DECISION_TASK_FAILED_CAUSE_SCHEDULE_ACTIVITY_DUPLICATE_ID,

@@ -36,7 +36,7 @@ from cadence.api.v1 import (
     workflow_pb2,
 )
 
-from engine.errors import BadRequestError
+from engine.errors import BadRequestError, quote
 from engine.execution.checks import cron_period_seconds, cron_problem
 from engine.execution.protos import MAX_DURATION_SECONDS, retry_policy_problem
 from engine.frontend.values import check_values
@@ -184,7 +184,7 @@ def check_request_id(request_id: str, *, required: bool) -> None:
         raise BadRequestError("RequestID length exceeds limit.")
     if not _is_uuid(request_id):
         # Go's %q quoting, which json.dumps matches for printable strings.
-        raise BadRequestError(f"requestId {json.dumps(request_id)} is not a valid UUID")
+        raise BadRequestError(f"requestId {json.dumps(quote(request_id))} is not a valid UUID")
 
 
 def check_task_list(request: Any, field: str = "task_list") -> None:
@@ -253,7 +253,7 @@ def validate_cron_schedule(schedule: str) -> None:
 
 def validate_memo(memo: common_pb2.Memo) -> None:
     for key, value in memo.fields.items():
-        check_payload_size(f"Memo field {key}", value.data)
+        check_payload_size(f"Memo field {quote(key)}", value.data)
 
 
 def validate_search_attributes(
@@ -268,9 +268,9 @@ def validate_search_attributes(
     total = 0
     for key, value in fields.items():
         if key in SYSTEM_SEARCH_ATTRIBUTES:
-            raise BadRequestError(f"{key} is read-only Cadence reserved attribute")
+            raise BadRequestError(f"{quote(key)} is read-only Cadence reserved attribute")
         if key not in allowed_keys:
-            raise BadRequestError(f"{key} is not a valid search attribute key")
+            raise BadRequestError(f"{quote(key)} is not a valid search attribute key")
         if len(value.data) > MAX_SEARCH_ATTRIBUTE_VALUE_BYTES:
             raise BadRequestError(f"size limit exceed for key {key}")
         problem = value_problem(key, value.data)
