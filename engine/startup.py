@@ -151,6 +151,8 @@ class NodeLeaseKeeper:
 
     async def _renew_periodically(self) -> None:
         while self._held:
+            # Real time, not the server's Clock: the TTL runs out in the store's real time
+            # (Cassandra's own), whatever a test's manual clock says.
             await asyncio.sleep(self._ttl_s / 3)
             try:
                 await self._renew()
