@@ -12,9 +12,12 @@ EngineError
 │   ├── LimitExceededError
 │   ├── ServiceBusyError          retryable
 │   └── InternalServiceError      retryable
-└── PersistenceError              raised by stores, never shown to a client as-is
-    ├── ShardOwnershipLostError   the shard's range_id moved on: a stale owner must stop
-    └── ConditionFailedError      an optimistic check (next_event_id, current run) failed
+├── PersistenceError              raised by stores, never shown to a client as-is
+│   ├── ShardOwnershipLostError   the shard's range_id moved on: a stale owner must stop
+│   └── ConditionFailedError      an optimistic check (next_event_id, current run) failed
+└── StartupError                  a process must not start; the message says why and what to do
+    ├── InUseError                its port, database file or node id is held by another process
+    └── ConfigMismatchError       its settings disagree with the cluster's (the shard count)
 """
 
 from __future__ import annotations
@@ -120,6 +123,18 @@ class ShardOwnershipLostError(PersistenceError):
 
 class ConditionFailedError(PersistenceError):
     retryable = False
+
+
+class StartupError(EngineError):
+    """Refused at start-up (never reaches a client); the message names the fix."""
+
+
+class InUseError(StartupError):
+    pass
+
+
+class ConfigMismatchError(StartupError):
+    pass
 
 
 _BY_KIND: dict[str, type[ServiceError]] = {

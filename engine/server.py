@@ -3,6 +3,10 @@
 `cadenza dev` runs it with the embedded backends (SQLite, in-process log, memory matching);
 `cadenza serve` with the distributed ones, running the roles its config names. Engine code
 below this module only sees protocols.
+
+Start-up refuses, before serving anything (`engine.startup`): a taken port, a database file
+another process has open, a node id another process holds, and a shard count other than the
+cluster's. Each raises a `StartupError` naming the other party; what was started is stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import structlog
 
 from engine.clock import Clock, SystemClock
 from engine.config import EngineConfig
+from engine.errors import StartupError
 from engine.frontend.context import FrontendContext
 from engine.frontend.domain import DomainHandler
 from engine.frontend.meta import MetaHandler
@@ -28,9 +33,14 @@ from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, Comma
 from engine.history.watch import RunWatcher
 from engine.matching.factory import open_matcher
 from engine.matching.protocols import TaskMatcher
-from engine.persistence.factory import open_store
+from engine.persistence.factory import open_store, sqlite_path
 from engine.queues.factory import channel_topics, open_node_channel, open_task_log
 from engine.shards.controller import ShardController
+from engine.startup import (
+    NodeLeaseKeeper,
+    check_port_free,
+    resolve_num_shards,
+)
 from engine.timer.processor import TimerProcessor
 from engine.transfer.executor import TransferExecutor
 from engine.transfer.processor import TransferProcessor
@@ -57,14 +67,44 @@ class Server:
         self._grpc: grpc.aio.Server | None = None
         # Started parts (backends, then roles), stopped in reverse.
         self._components: list[Any] = []
+        self.node_lease: NodeLeaseKeeper | None = None
 
     async def start(self) -> None:
+        """Start every role; on a failure, stop what was started and raise.
+
+        Raises:
+            StartupError: the port, the database file or the node id is taken, or the shard
+                count differs from the cluster's (see `engine.startup`).
+            PersistenceError: a backend cannot be reached or opened.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         roles = cfg.roles
-        n = cfg.num_shards
+        if "frontend" in roles:
+            check_port_free(cfg.host, cfg.port)
         self.store = open_store(cfg.persistence_url)
         await self.store.start()
         self._components.append(self.store)
+        # The address is known here unless the port is picked at bind time (0).
+        listens = "frontend" in roles and cfg.port != 0
+        self.node_lease = lease = NodeLeaseKeeper(
+            self.store, self.node_id, address=f"{cfg.host}:{cfg.port}" if listens else ""
+        )
+        await lease.start()
+        self._components.append(lease)
+        # The shard count is the cluster's: given explicitly, it must match the store's.
+        configured = cfg.num_shards if "num_shards" in cfg.model_fields_set else None
+        where = cfg.persistence_url
+        if where.startswith("sqlite:"):
+            where = f"database {sqlite_path(where)}"
+        n = await resolve_num_shards(self.store, configured, where)
+        self.config = cfg = cfg.model_copy(update={"num_shards": n})
         topics = {COMMAND_TOPIC: n, TRANSFER_TOPIC: n, TIMER_TOPIC: n}
         topics.update(channel_topics(cfg.queues_url))
         self.task_log = open_task_log(cfg.queues_url, topics, store=self.store)
@@ -143,6 +183,9 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                # gRPC's default (on) lets a second server bind the same port and silently
+                # share its connections: a taken port must fail the bind instead.
+                ("grpc.so_reuseport", 0),
             ]
         )
         add_services(
@@ -155,9 +198,15 @@ class Server:
                 "MetaAPI": MetaHandler(),
             },
         )
-        self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
-        await server.start()
         self._grpc = server
+        try:
+            self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        except RuntimeError:
+            # Taken since check_port_free looked (gRPC has logged its own lines already).
+            check_port_free(cfg.host, cfg.port)
+            raise StartupError(f"cannot listen on {cfg.host}:{cfg.port}") from None
+        await server.start()
+        await lease.set_address(self.address)
         log.info(
             "server_started",
             address=f"{cfg.host}:{self.port}",

@@ -31,8 +31,8 @@ git worktree add --quiet --detach "$WORK/b" "$REV_B"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# A port nobody listens on. Fresh for every run: gRPC binds with SO_REUSEPORT, so a server
-# still on an old port would silently share the load.
+# A port nobody listens on, fresh for every run: a run never waits for the previous server to
+# let its port go (a taken port makes `cadenza dev` refuse to start).
 free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # run <tree>: one measured run, in this shell (the EXIT trap must see SERVER_PID); sets RESULT
@@ -40,7 +40,7 @@ free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1",
 run() {
   local tree=$1 log="$WORK/server-$RANDOM.log" port
   port=$(free_port)
-  rm -f "$WORK/m.db" "$WORK/m.db-wal" "$WORK/m.db-shm"
+  rm -f "$WORK/m.db" "$WORK/m.db-wal" "$WORK/m.db-shm" "$WORK/m.db.lock"
   (cd "$tree" && PYTHONPATH="$tree" exec "$PY" -m engine.cli dev --port "$port" --db "$WORK/m.db") \
     >"$log" 2>&1 &
   SERVER_PID=$!

@@ -14,6 +14,9 @@ Fencing and atomicity (the contract each backend must keep):
   exist yet. A current-run update with `expected_run_id` fails the same way when the current
   pointer is not that run (`""` means: there must be no current run).
 - History batches are keyed by (run, first_event_id); writing the same key again replaces it.
+
+Cluster metadata (`ClusterStore`): the shard count is recorded once, by the first process
+that serves the store, and never changes; a node id is leased to one process at a time.
 """
 
 from __future__ import annotations
@@ -154,6 +157,58 @@ class RunKey:
     run_id: str
 
 
+@dataclass(slots=True, frozen=True)
+class NodeLease:
+    """Who serves a node id: written by `claim_node`, shown to a process refused the id."""
+
+    node_id: str
+    # Unique per claim (a fresh random token per process start): renewals and the release
+    # touch only the holder's own lease, never a successor's.
+    token: str
+    host: str
+    pid: int
+    # The gRPC address the holder serves ("" while not yet known, or without a frontend).
+    address: str
+    # When the holder claimed the id, epoch nanoseconds.
+    since_ns: int
+
+
+class ClusterStore(Protocol):
+    """What the processes of one cluster agree on through the store.
+
+    - The shard count: `record_num_shards` writes it if no count is recorded (first writer
+      wins, also against a concurrent first start) and returns the recorded one. A store made
+      before counts were recorded has none: `get_num_shards` then infers it from the shards
+      it holds, and the caller records it.
+    - Node leases: one process per node id. A lease lasts `ttl_s` seconds from its last claim
+      or renewal, so a holder that died without releasing it blocks the id for at most that
+      long.
+    """
+
+    async def get_num_shards(self) -> int | None:
+        """The recorded shard count; else one inferred from the shards the store holds
+        (highest shard id + 1); None for a store that holds no shard yet."""
+        ...
+
+    async def record_num_shards(self, num_shards: int) -> int:
+        """Record `num_shards` unless a count is recorded already; return the recorded one."""
+        ...
+
+    async def claim_node(self, lease: NodeLease, ttl_s: int) -> NodeLease | None:
+        """Take `lease.node_id` for `ttl_s` seconds. None: taken (or it was ours already);
+        else the live lease of another holder, unchanged."""
+        ...
+
+    async def renew_node(self, lease: NodeLease, ttl_s: int) -> bool:
+        """Extend our lease (and update its details, e.g. the address) for `ttl_s` seconds.
+        False when the lease is no longer ours (it expired, maybe taken by another)."""
+        ...
+
+    async def release_node(self, lease: NodeLease) -> None:
+        """Give the node id up, if the lease is still ours."""
+        ...
+
+
 class ShardStore(Protocol):
     async def acquire_shard(self, shard_id: int, owner: str) -> ShardInfo:
         """Create the shard row if missing, bump range_id, record the owner; return the row."""
@@ -288,6 +343,7 @@ class VisibilityStore(Protocol):
 
 
 class Store(
+    ClusterStore,
     ShardStore,
     ExecutionStore,
     HistoryStore,

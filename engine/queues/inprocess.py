@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from engine.errors import ShardOwnershipLostError
+from engine.errors import ConfigMismatchError, ShardOwnershipLostError
 from engine.persistence.sqlite.db import SqliteDatabase
 from engine.persistence.sqlite.store import SqliteStore
 from engine.queues.protocols import RebalanceListener, Record
@@ -244,7 +244,7 @@ class InProcessTaskLog:
                 continue
             if index >= len(parts[topic]):
                 await self._db.close()
-                raise ValueError(
+                raise ConfigMismatchError(
                     f"topic {topic!r} has records in partition {index}, but is configured with "
                     f"{len(parts[topic])} partitions: partition counts cannot shrink"
                 )

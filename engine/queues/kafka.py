@@ -67,7 +67,7 @@ from aiokafka.errors import (
     for_code,
 )
 
-from engine.errors import PersistenceError, ShardOwnershipLostError
+from engine.errors import ConfigMismatchError, PersistenceError, ShardOwnershipLostError
 from engine.queues.protocols import RebalanceListener, Record
 
 log = structlog.get_logger(__name__)
@@ -382,7 +382,7 @@ class KafkaTaskLog:
                 name = item["topic"]
                 partitions = item.get("partitions", [])
                 if item.get("error_code", 0) == 0 and len(partitions) != wanted[name]:
-                    raise ValueError(
+                    raise ConfigMismatchError(
                         f"kafka topic {name!r} has {len(partitions)} partitions but the log is "
                         f"configured with {wanted[name]}: the shard count is the partition "
                         f"count, so it cannot change under a running cluster"

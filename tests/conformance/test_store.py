@@ -10,6 +10,7 @@ tests fail, not skip, when it is not there.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import textwrap
@@ -22,6 +23,7 @@ import pytest
 from engine.errors import (
     BadRequestError,
     ConditionFailedError,
+    InUseError,
     PersistenceError,
     ShardOwnershipLostError,
 )
@@ -31,6 +33,7 @@ from engine.persistence.protocols import (
     CurrentRunUpdate,
     DomainRecord,
     HistoryBatch,
+    NodeLease,
     OutboxTask,
     RunKey,
     RunWrite,
@@ -714,6 +717,117 @@ async def check_populated(store: Store, range_id: int) -> None:
     assert await store.get_domain(name="x") == DomainRecord("id-x", "x", b"info", 0)
     assert await store.get_visibility(D, "wf-1", "r1") == visibility("r1")
     assert await open_runs(store, 20) == [RunKey(D, "wf-1", "r1")]
+
+
+# -- cluster metadata: the shard count and node leases -------------------------------------------
+
+
+async def test_the_shard_count_is_recorded_once_and_kept(store: Store) -> None:
+    assert await store.get_num_shards() is None
+    # Two first starts at once agree on one count: the first writer's.
+    first, second = await asyncio.gather(store.record_num_shards(8), store.record_num_shards(4))
+    assert first == second
+    assert first in (8, 4)
+    assert await store.record_num_shards(16) == first
+    assert await store.get_num_shards() == first
+
+
+async def test_a_store_from_before_counts_were_recorded_infers_it_from_its_shards(
+    store: Store,
+) -> None:
+    # What an older build left: shard rows, no recorded count.
+    for shard_id in range(6):
+        await store.acquire_shard(shard_id, "old-build")
+    assert await store.get_num_shards() == 6
+    assert await store.record_num_shards(6) == 6
+    assert await store.record_num_shards(8) == 6
+
+
+def lease(token: str, node_id: str = "node-a", address: str = "127.0.0.1:7833") -> NodeLease:
+    return NodeLease(node_id, token, "host-1", 4242, address, 1_700_000_000_123_456_789)
+
+
+async def test_a_node_id_is_leased_to_one_holder_at_a_time(store: Store) -> None:
+    first, other = lease("t1"), lease("t2", address="127.0.0.1:7834")
+    assert await store.claim_node(first, 30) is None
+    # The refused claimant learns who holds the id.
+    assert await store.claim_node(other, 30) == first
+    assert not await store.renew_node(other, 30)
+    # Claiming again what one holds is harmless; renewing updates the details.
+    assert await store.claim_node(first, 30) is None
+    moved = dataclasses.replace(first, address="127.0.0.1:9999")
+    assert await store.renew_node(moved, 30)
+    assert await store.claim_node(other, 30) == moved
+    # Other node ids are independent.
+    assert await store.claim_node(lease("t3", node_id="node-b"), 30) is None
+    # Only the holder can release it.
+    await store.release_node(other)
+    assert await store.claim_node(other, 30) == moved
+    await store.release_node(moved)
+    assert await store.claim_node(other, 30) is None
+    assert not await store.renew_node(moved, 30)
+
+
+async def test_a_node_lease_that_is_not_renewed_expires(store: Store) -> None:
+    crashed, successor = lease("t1"), lease("t2")
+    assert await store.claim_node(crashed, 1) is None
+    assert await store.claim_node(successor, 30) == crashed
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 10
+    while (holder := await store.claim_node(successor, 30)) is not None:
+        assert loop.time() < until, f"the lease did not expire: {holder}"
+        await asyncio.sleep(0.2)
+    assert not await store.renew_node(crashed, 30)
+
+
+async def test_a_sqlite_file_is_served_by_one_process_at_a_time(tmp_path: Path) -> None:
+    """A second process opening a file in use is refused and told who holds it; once the
+    holder is killed (-9, no clean-up at all) the file opens again."""
+    path = tmp_path / "held.db"
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        from engine.persistence.sqlite.store import SqliteStore
+        from tests.conformance.test_store import lease
+
+        async def main():
+            store = SqliteStore({str(path)!r})
+            await store.start()
+            await store.claim_node(lease("holder", node_id="node-h"), 30)
+            print("open", flush=True)
+            sys.stdin.read()
+
+        asyncio.run(main())
+    """)
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"open\n"
+        second = SqliteStore(str(path))
+        with pytest.raises(InUseError) as refused:
+            await second.start()
+        message = str(refused.value)
+        assert f"pid {holder.pid}" in message
+        assert "node node-h" in message
+        assert "serving 127.0.0.1:7833" in message
+        assert "since " in message
+        assert not second.database.is_open
+    finally:
+        holder.kill()
+        await holder.wait()
+    store = SqliteStore(str(path))
+    await store.start()
+    try:
+        assert await store.get_num_shards() is None
+    finally:
+        await store.stop()
 
 
 async def test_everything_survives_close_and_reopen(make_store: Callable[[], Store]) -> None:

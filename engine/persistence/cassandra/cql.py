@@ -130,6 +130,19 @@ TEXTS: dict[str, str] = {
     "select_domain_visibility": f"SELECT {_VIS_COLUMNS} FROM {{ks}}.visibility WHERE domain_id = ?",
     # --- schema ---
     "select_schema_version": "SELECT version FROM {ks}.schema_version WHERE keyspace_name = ?",
+    # --- cluster: the recorded shard count, node leases ---
+    "select_num_shards": "SELECT num_shards FROM {ks}.cluster WHERE id = 0",
+    "insert_num_shards": "INSERT INTO {ks}.cluster (id, num_shards) VALUES (0, ?) IF NOT EXISTS",
+    # Partition keys only: a token-range walk over the shards' partitions, not their rows.
+    "select_shard_ids": "SELECT DISTINCT shard_id FROM {ks}.executions",
+    "insert_node_lease": "INSERT INTO {ks}.node_leases "
+    "(node_id, claim_token, host, pid, address, since_ns) VALUES (?, ?, ?, ?, ?, ?) "
+    "IF NOT EXISTS USING TTL ?",
+    # Every column again: each cell carries its own TTL, so all of them must be renewed.
+    "renew_node_lease": "UPDATE {ks}.node_leases USING TTL ? "
+    "SET claim_token = ?, host = ?, pid = ?, address = ?, since_ns = ? "
+    "WHERE node_id = ? IF claim_token = ?",
+    "delete_node_lease": "DELETE FROM {ks}.node_leases WHERE node_id = ? IF claim_token = ?",
 }
 
 
@@ -182,6 +195,12 @@ class Statements:
     select_visibility: Prepared
     select_domain_visibility: Prepared
     select_schema_version: Prepared
+    select_num_shards: Prepared
+    insert_num_shards: Prepared
+    select_shard_ids: Prepared
+    insert_node_lease: Prepared
+    renew_node_lease: Prepared
+    delete_node_lease: Prepared
 
     @classmethod
     async def prepare(cls, session: CqlSession, keyspace: str) -> Statements:

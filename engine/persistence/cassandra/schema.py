@@ -18,7 +18,8 @@ from engine.errors import PersistenceError
 from engine.persistence.cassandra.aio import CassandraUrl, CqlSession
 
 # Bump with every change to schema.cql.
-SCHEMA_VERSION = 2
+# 2: `schedules`. 3: `cluster` (the recorded shard count) and `node_leases`.
+SCHEMA_VERSION = 3
 
 # Tables the store writes data to (every table but schema_version).
 DATA_TABLES = (
@@ -29,6 +30,8 @@ DATA_TABLES = (
     "domains_by_name",
     "schedules",
     "visibility",
+    "cluster",
+    "node_leases",
 )
 
 

@@ -4,8 +4,8 @@ The facade the engine talks to (through `engine.persistence.factory.open_store` 
 `cassandra://host1[,host2][:port]/keyspace` URL). It connects, checks the schema version
 (`schema.apply_schema` creates the schema; the store never runs DDL), prepares every
 statement once, and delegates: `executions` (shards, runs, the outbox, history: the
-group-commit write path), `timers`, `domains`, `schedules` and `visibility`, beside this
-module. All I/O goes through the asyncio bridge in `aio`.
+group-commit write path), `timers`, `domains`, `schedules`, `visibility` and `cluster` (the
+shard count, node leases), beside this module. All I/O goes through the asyncio bridge in `aio`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from engine.errors import PersistenceError
 from engine.persistence.cassandra import visibility
 from engine.persistence.cassandra.aio import CassandraUrl, CqlSession
+from engine.persistence.cassandra.cluster import Cluster
 from engine.persistence.cassandra.cql import Statements
 from engine.persistence.cassandra.domains import Domains
 from engine.persistence.cassandra.executions import Executions
@@ -27,6 +28,7 @@ from engine.persistence.protocols import (
     CurrentRun,
     DomainRecord,
     HistoryBatch,
+    NodeLease,
     OutboxTask,
     RunKey,
     RunSnapshot,
@@ -49,6 +51,7 @@ class _Parts:
         self.timers = Timers(db, st)
         self.domains = Domains(db, st)
         self.schedules = Schedules(db, st)
+        self.cluster = Cluster(db, st)
 
 
 class CassandraStore:
@@ -119,6 +122,23 @@ class CassandraStore:
         if self._parts is None:
             raise PersistenceError(f"cassandra store {self._target.address} is not started")
         return self._parts
+
+    # --- ClusterStore -----------------------------------------------------------------------
+
+    async def get_num_shards(self) -> int | None:
+        return await self._p.cluster.get_num_shards()
+
+    async def record_num_shards(self, num_shards: int) -> int:
+        return await self._p.cluster.record_num_shards(num_shards)
+
+    async def claim_node(self, lease: NodeLease, ttl_s: int) -> NodeLease | None:
+        return await self._p.cluster.claim_node(lease, ttl_s)
+
+    async def renew_node(self, lease: NodeLease, ttl_s: int) -> bool:
+        return await self._p.cluster.renew_node(lease, ttl_s)
+
+    async def release_node(self, lease: NodeLease) -> None:
+        await self._p.cluster.release_node(lease)
 
     # --- ShardStore -------------------------------------------------------------------------
 

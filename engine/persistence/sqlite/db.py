@@ -9,6 +9,10 @@ SQLITE_BUSY between them.
 
 Durability: WAL journal with synchronous=NORMAL. A committed transaction survives the process
 being killed (-9); only an OS crash or power loss can drop the last few commits.
+
+One process per file: opening a file takes its `FileLock` (`<file>.lock`) before anything
+touches the database, so a second server, or `cadenza schema apply`, on a file in use is
+refused with the holder named, rather than running beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import structlog
 
 from engine.errors import PersistenceError
+from engine.persistence.sqlite.lock import FileLock
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +36,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 # Bump with every schema change that existing files need migrating for.
-SCHEMA_VERSION = 2
+# 3: `cluster` (the recorded shard count) and `node_leases`.
+SCHEMA_VERSION = 3
 
 
 def load_schema() -> str:
@@ -118,6 +124,7 @@ class SqliteDatabase:
         self._reader_conn: sqlite3.Connection | None = None
         self._users = 0
         self._lifecycle = asyncio.Lock()
+        self.lock: FileLock | None = None if _in_memory(path) else FileLock(path)
 
     @property
     def is_open(self) -> bool:
@@ -134,7 +141,7 @@ class SqliteDatabase:
                     await asyncio.to_thread(executor.shutdown)
                     raise
                 self._executor = executor
-                if self.path != ":memory:" and not self.path.startswith("file::memory:"):
+                if not _in_memory(self.path):
                     reader = _Worker("cadenza-sqlr")
                     await reader.submit(self._connect_reader)
                     self._reader = reader
@@ -237,10 +244,13 @@ class SqliteDatabase:
             raise
 
     def _connect(self) -> None:
+        if self.lock is not None:
+            self.lock.acquire()
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per call.
             conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=512)
         except sqlite3.Error as exc:
+            self._unlock()
             raise PersistenceError(f"sqlite {self.path}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -261,6 +271,7 @@ class SqliteDatabase:
             )
         except BaseException as exc:
             conn.close()
+            self._unlock()
             if isinstance(exc, sqlite3.Error):
                 raise PersistenceError(f"sqlite {self.path}: {exc}") from exc
             raise
@@ -283,3 +294,12 @@ class SqliteDatabase:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _in_memory(path: str) -> bool:
+    return path == ":memory:" or path.startswith("file::memory:")

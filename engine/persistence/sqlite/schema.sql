@@ -13,6 +13,27 @@ CREATE TABLE IF NOT EXISTS shards (
     outbox_ack      INTEGER NOT NULL DEFAULT 0
 );
 
+-- What the processes of the cluster agree on (one row, id 0): the shard count, recorded by
+-- the first server to start on the file and fixed from then on. A file made before version 3
+-- gets it from its shards rows on its next start.
+CREATE TABLE IF NOT EXISTS cluster (
+    id          INTEGER PRIMARY KEY CHECK (id = 0),
+    num_shards  INTEGER NOT NULL
+);
+
+-- Node ids in use: one process per node id while its lease (expires_ns, wall clock) runs. The
+-- file lock already admits one process per file; the table keeps the protocol of the
+-- distributed store, so both pass one conformance suite.
+CREATE TABLE IF NOT EXISTS node_leases (
+    node_id     TEXT    PRIMARY KEY,
+    claim_token TEXT    NOT NULL,
+    host        TEXT    NOT NULL,
+    pid         INTEGER NOT NULL,
+    address     TEXT    NOT NULL,
+    since_ns    INTEGER NOT NULL,
+    expires_ns  INTEGER NOT NULL
+);
+
 -- Mutable state of every run. is_open mirrors the run's visibility close_status so that
 -- list_open_runs (shard recovery) reads one narrow index instead of decoding every state blob.
 CREATE TABLE IF NOT EXISTS executions (

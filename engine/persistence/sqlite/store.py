@@ -9,6 +9,7 @@ mode runs on one file and one writer thread.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -17,6 +18,7 @@ from engine.persistence.protocols import (
     CurrentRun,
     DomainRecord,
     HistoryBatch,
+    NodeLease,
     OutboxTask,
     RunKey,
     RunSnapshot,
@@ -26,7 +28,7 @@ from engine.persistence.protocols import (
     TimerRow,
     VisibilityRecord,
 )
-from engine.persistence.sqlite import domains, executions, schedules, visibility
+from engine.persistence.sqlite import cluster, domains, executions, schedules, visibility
 from engine.persistence.sqlite.db import SqliteDatabase
 
 
@@ -71,6 +73,43 @@ class SqliteStore:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+    # --- ClusterStore -----------------------------------------------------------------------
+
+    async def get_num_shards(self) -> int | None:
+        return await self._db.read(cluster.get_num_shards)
+
+    async def record_num_shards(self, num_shards: int) -> int:
+        return await self._db.write(cluster.record_num_shards, num_shards)
+
+    async def claim_node(self, lease: NodeLease, ttl_s: int) -> NodeLease | None:
+        return await self._db.write(self._claim_node, lease, ttl_s)
+
+    async def renew_node(self, lease: NodeLease, ttl_s: int) -> bool:
+        return await self._db.write(self._renew_node, lease, ttl_s)
+
+    async def release_node(self, lease: NodeLease) -> None:
+        await self._db.write(cluster.release_node, lease)
+
+    # On the database thread, with the transaction: the lock file is rewritten there too.
+    def _claim_node(
+        self, conn: sqlite3.Connection, lease: NodeLease, ttl_s: int
+    ) -> NodeLease | None:
+        holder = cluster.claim_node(conn, lease, ttl_s)
+        if holder is None:
+            self._describe_holder(lease)
+        return holder
+
+    def _renew_node(self, conn: sqlite3.Connection, lease: NodeLease, ttl_s: int) -> bool:
+        renewed = cluster.renew_node(conn, lease, ttl_s)
+        if renewed:
+            self._describe_holder(lease)
+        return renewed
+
+    def _describe_holder(self, lease: NodeLease) -> None:
+        # What a second process refused this file is told (see sqlite/lock.py).
+        if self._db.lock is not None:
+            self._db.lock.describe(node_id=lease.node_id, address=lease.address)
 
     # --- ShardStore -------------------------------------------------------------------------
 
