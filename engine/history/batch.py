@@ -2,7 +2,10 @@
 turned into a single fenced `ShardWrite`.
 
 Each command is atomic within the batch: the states it touches are snapshotted first and
-restored if it raises, so a rejected command leaves nothing behind.
+restored if it raises, so a rejected command leaves nothing behind. What a command changed is
+encoded when it ends (`end`), not when the batch is written: a value the store cannot hold
+fails that command alone, and the bytes serve the next command's snapshot and the write, so
+each state is still encoded once per command.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from engine.persistence.protocols import (
 RunKey = tuple[str, str, str]
 WorkflowKey = tuple[str, str]
 
+# The range of a store's integer columns (SQLite INTEGER, Cassandra bigint).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
 
 @dataclass
 class RunEntry:
@@ -42,6 +49,8 @@ class RunEntry:
     visibility_changed: bool = False
     # Set once a command changed the run; runs only read by failed commands are not written.
     dirty: bool = False
+    # `state` as encoded when the last command that touched it ended (None: not yet).
+    encoded: bytes | None = None
 
 
 class Batch:
@@ -55,6 +64,9 @@ class Batch:
         self.currents: dict[WorkflowKey, CurrentRun | None] = {}
         self.transfer: list[TransferTask] = []
         self.timers: list[TimerTask] = []
+        # The tasks above, encoded as each command ended (same order).
+        self._transfer_raw: list[bytes] = []
+        self._timers_raw: list[bytes] = []
         self._undo: list[tuple[RunKey, bytes, int, bool]] | None = None
         self._undo_currents: dict[WorkflowKey, CurrentRun | None] | None = None
         self._created: list[RunKey] = []
@@ -74,9 +86,10 @@ class Batch:
         entry = self.runs[key]
         if any(k == key for k, *_ in self._undo):
             return
-        self._undo.append(
-            (key, encode_state(entry.state), len(entry.batches), entry.visibility_changed)
-        )
+        # Unchanged since the last command ended (changes go through `mutation`, which
+        # snapshots first), so that command's encoding is this one's snapshot.
+        raw = entry.encoded if entry.encoded is not None else encode_state(entry.state)
+        self._undo.append((key, raw, len(entry.batches), entry.visibility_changed))
 
     def rollback(self) -> None:
         assert self._undo is not None
@@ -84,6 +97,7 @@ class Batch:
         for key, raw, n_batches, vis in self._undo:
             entry = self.runs[key]
             entry.state = decode_state(raw)
+            entry.encoded = raw
             del entry.batches[n_batches:]
             entry.visibility_changed = vis
         for key in self._created:
@@ -92,6 +106,32 @@ class Batch:
             self.currents[wkey] = cur
         del self.transfer[self._n_transfer :]
         del self.timers[self._n_timers :]
+        del self._transfer_raw[self._n_transfer :]
+        del self._timers_raw[self._n_timers :]
+        self._undo = None
+
+    def end(self) -> None:
+        """Finish the current command: encode the runs and tasks it changed.
+
+        Raises (OverflowError, msgspec.EncodeError, ValueError) if something it changed cannot
+        be stored; the caller then rolls the command back, and the batch stays writable.
+        """
+        assert self._undo is not None
+        changed = dict.fromkeys([key for key, *_ in self._undo] + self._created)
+        encoded = [(key, encode_state(self.runs[key].state)) for key in changed]
+        timers = self.timers[self._n_timers :]
+        for tm in timers:
+            if not INT64_MIN <= tm.fire_ns <= INT64_MAX:
+                # msgspec encodes up to 2**64 - 1, but no store's timer index goes past
+                # int64: such a task would stop the timer queue that takes it.
+                raise ValueError(f"timer {tm.timer_id!r} fires at {tm.fire_ns} ns, out of range")
+        transfer_raw = [encode_task(t) for t in self.transfer[self._n_transfer :]]
+        timers_raw = [encode_task(t) for t in timers]
+        # Nothing failed: only now does the batch take the command's bytes.
+        for key, raw in encoded:
+            self.runs[key].encoded = raw
+        self._transfer_raw += transfer_raw
+        self._timers_raw += timers_raw
         self._undo = None
 
     def set_current(self, wkey: WorkflowKey, cur: CurrentRun | None) -> None:
@@ -172,7 +212,7 @@ class Batch:
                     domain_id=domain_id,
                     workflow_id=workflow_id,
                     run_id=run_id,
-                    state=encode_state(e.state),
+                    state=e.encoded if e.encoded is not None else encode_state(e.state),
                     next_event_id=e.state.next_event_id,
                     expected_next_event_id=e.expected_next_event_id,
                     history=e.batches,
@@ -180,8 +220,16 @@ class Batch:
                     visibility=visibility_record(e.state) if e.visibility_changed else None,
                 )
             )
-        tasks = [OutboxTask(t.task_id, "transfer", encode_task(t)) for t in self.transfer]
-        tasks += [OutboxTask(t.task_id, "timer", encode_task(t)) for t in self.timers]
+        assert len(self._transfer_raw) == len(self.transfer), "a command did not end"
+        assert len(self._timers_raw) == len(self.timers), "a command did not end"
+        tasks = [
+            OutboxTask(t.task_id, "transfer", raw)
+            for t, raw in zip(self.transfer, self._transfer_raw, strict=True)
+        ]
+        tasks += [
+            OutboxTask(t.task_id, "timer", raw)
+            for t, raw in zip(self.timers, self._timers_raw, strict=True)
+        ]
         return ShardWrite(
             shard_id=self.shard_id,
             range_id=self.range_id,

@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 import structlog
 
 from engine.clock import Clock
-from engine.errors import EngineError, InternalServiceError, ServiceError, error_fields
+from engine.errors import (
+    BadRequestError,
+    EngineError,
+    InternalServiceError,
+    ServiceError,
+    error_fields,
+)
 from engine.execution.mutation import RunMutation
 from engine.execution.starts import StartParams
 from engine.history.batch import Batch, RunKey, WorkflowKey
@@ -32,6 +38,16 @@ log = structlog.get_logger(__name__)
 # issues larger ids than any earlier one (Cadence's range-based task ids).
 TASK_ID_BITS = 32
 
+# What a caller hears when its command cannot be applied: never the exception's text.
+# A handler's unexpected exception is a bug, maybe of the run's state: INTERNAL, like Cadence.
+FAILED_MESSAGE = "The shard could not apply this request."
+# The store cannot hold what the command would write (a time past the int64 range, say):
+# sending it again fails the same way, so the error is one clients do not retry.
+UNSTORABLE_MESSAGE = (
+    "The shard could not apply this request: its changes cannot be stored. "
+    "Sending it again will fail the same way."
+)
+
 
 @dataclass
 class BatchResult:
@@ -41,6 +57,16 @@ class BatchResult:
     next_offset: int = 0
     # Runs whose history or state this batch wrote (for long-poll wake-ups).
     written: list[RunChange] = field(default_factory=list)
+
+
+def _error_reply(cmd: Command, err: ServiceError) -> Reply:
+    return Reply(
+        key=cmd.reply_key,
+        ok=False,
+        error_kind=err.kind,
+        error_message=err.message,
+        error_fields=error_fields(err),
+    )
 
 
 class ShardEngine:
@@ -69,6 +95,9 @@ class ShardEngine:
         self._durable: OrderedDict[RunKey, bytes] = OrderedDict()
         self._cache_size = cache_size
         self.log = log.bind(shard_id=shard_id, range_id=range_id)
+        # Offsets of failed commands whose traceback is in the log: a batch written again
+        # (another command in it was refused by the store) applies them again.
+        self._reported: set[int] = set()
 
     def resume(self, range_id: int) -> None:
         """Carry on under a new fencing token (the shard was re-acquired by this process and
@@ -138,22 +167,23 @@ class ShardEngine:
                 reply = Reply(key=cmd.reply_key, values=values or {})
             except ServiceError as err:
                 batch.rollback()
-                reply = Reply(
-                    key=cmd.reply_key,
-                    ok=False,
-                    error_kind=err.kind,
-                    error_message=err.message,
-                    error_fields=error_fields(err),
-                )
+                reply = _error_reply(cmd, err)
             except EngineError:
                 raise
-            except Exception as exc:
+            except Exception:  # noqa: BLE001  (logged by _report; one command, not the batch)
+                # A bug, not the caller's doing: the traceback stays in the log.
                 batch.rollback()
-                self.log.exception("command_failed", kind=cmd.kind, workflow_id=cmd.workflow_id)
-                err2 = InternalServiceError(f"internal error applying {cmd.kind}: {exc!r}")
-                reply = Reply(
-                    key=cmd.reply_key, ok=False, error_kind=err2.kind, error_message=err2.message
-                )
+                self._report("command_failed", record.offset, cmd)
+                reply = _error_reply(cmd, InternalServiceError(FAILED_MESSAGE))
+            else:
+                try:
+                    # Encode what the command changed now, so a value the store cannot hold
+                    # is pinned on this command instead of failing the whole batch's write.
+                    batch.end()
+                except Exception:  # noqa: BLE001  (logged by _report)
+                    batch.rollback()
+                    self._report("command_unstorable", record.offset, cmd)
+                    reply = _error_reply(cmd, BadRequestError(UNSTORABLE_MESSAGE))
             result.replies.append((cmd, reply))
         if result.next_offset == self.applied_offset and outbox_ack is None:
             return result
@@ -166,6 +196,7 @@ class ShardEngine:
             self._durable.clear()
             raise
         self.applied_offset = result.next_offset
+        self._reported = {o for o in self._reported if o >= self.applied_offset}
         for run in write.runs:
             key = (run.domain_id, run.workflow_id, run.run_id)
             self._durable[key] = run.state
@@ -187,6 +218,13 @@ class ShardEngine:
         result.transfer = batch.transfer
         result.timers = batch.timers
         return result
+
+    def _report(self, event: str, offset: int, cmd: Command) -> None:
+        """Log the exception being handled, with its traceback, once per command."""
+        if offset in self._reported:
+            return
+        self._reported.add(offset)
+        self.log.exception(event, offset=offset, kind=cmd.kind, workflow_id=cmd.workflow_id)
 
     def durable_state(self, key: RunKey) -> bytes | None:
         """The run's encoded state as last written, if this engine wrote it recently."""

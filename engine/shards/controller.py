@@ -5,7 +5,10 @@ past commands already applied, republishes unacknowledged outbox tasks and asks 
 to re-dispatch its pending tasks (a matching backlog may have been lost), unless the shard
 comes straight back to this process after a rebalance, untouched by anyone else. On revoke it stops
 the shard's loop before returning, so it no longer writes. A write that fails with
-ShardOwnershipLostError means another owner took over: the loop stops at once.
+ShardOwnershipLostError means another owner took over: the loop stops at once. Any other
+failed write is an outage (retried with a backoff) or a refusal of some command's data (the
+batch is bisected until that command is alone, then it is answered and skipped): see
+`engine.shards.recovery`.
 """
 
 from __future__ import annotations
@@ -18,26 +21,23 @@ from collections.abc import Sequence
 import structlog
 
 from engine.clock import Clock
-from engine.errors import InternalServiceError, ShardOwnershipLostError
+from engine.errors import BadRequestError, ShardOwnershipLostError
 from engine.history.batch import RunKey, WorkflowKey
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, ReplySink
-from engine.history.engine import ShardEngine
+from engine.history.engine import UNSTORABLE_MESSAGE, ShardEngine
 from engine.history.handlers import dispatch
 from engine.history.watch import RunWatcher
 from engine.model.commands import Reply, decode_command, encode_command, refresh_tasks
 from engine.model.tasks import TimerTask, TransferTask, encode_task
 from engine.persistence.protocols import CurrentRun, OutboxTask, ShardWrite, Store
 from engine.queues.protocols import LogConsumer, Record, TaskLog
+from engine.shards.recovery import BatchRecovery
 
 log = structlog.get_logger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
 # How long an assigned shard's acquisition is retried while the store or the log is down.
 ACQUIRE_PATIENCE_S = 60.0
-# Consecutive failures of a batch before commands are applied one at a time, and before a
-# single command that keeps failing deterministically is skipped.
-ISOLATE_AFTER = 3
-SKIP_AFTER = 6
 
 
 def _within_bytes(records: Sequence[Record], limit: int) -> Sequence[Record]:
@@ -208,10 +208,11 @@ class ShardController:
         consumer = self._consumer
         last_commit = time.monotonic()
         committed_offset = engine.applied_offset
-        backoff = 0.05
-        failures = 0
+        recovery = BatchRecovery(self.max_batch)
+        streak = 0  # consecutive failures, for the log
         while True:
-            records: Sequence[Record] = []
+            pending: Sequence[Record] = []
+            written = False
             try:
                 if shard_id in self._unpublished:
                     # Before anything else: later batches would move the outbox ack past
@@ -226,8 +227,7 @@ class ShardController:
                         consumer.seek(shard_id, engine.applied_offset)
                     await self._republish_outbox(shard_id, info.outbox_ack if info else 0)
                     self._unpublished.discard(shard_id)
-                # After repeated failures, apply one command at a time to find the bad one.
-                limit = 1 if failures >= ISOLATE_AFTER else self.max_batch
+                limit = recovery.limit(engine.applied_offset)
                 got = await consumer.getmany([shard_id], max_records=limit, timeout=1.0)
                 records = got.get(shard_id, [])
                 kept = _within_bytes(records, self.max_batch_bytes)
@@ -242,7 +242,9 @@ class ShardController:
                         await consumer.commit({shard_id: engine.applied_offset})
                         committed_offset = engine.applied_offset
                     continue
+                pending = [r for r in records if r.offset >= engine.applied_offset]
                 result = await engine.apply_batch(records, dispatch, outbox_ack=ack)
+                written = True
                 self._pending_ack[shard_id] = None
                 # The write is durable and its tasks sit in the outbox, so callers can have
                 # their answers before the tasks are published (a crash republishes them).
@@ -262,8 +264,8 @@ class ShardController:
                     await consumer.commit({shard_id: engine.applied_offset})
                     committed_offset = engine.applied_offset
                     last_commit = now
-                backoff = 0.05
-                failures = 0
+                recovery.succeeded()
+                streak = 0
             except asyncio.CancelledError:
                 raise
             except ShardOwnershipLostError:
@@ -273,42 +275,63 @@ class ShardController:
                 self._loops.pop(shard_id, None)
                 return
             except Exception as exc:
-                log.exception("shard_batch_failed", shard_id=shard_id, failures=failures)
-                failures += 1
-                deterministic = not getattr(exc, "retryable", False)
-                if deterministic and failures >= SKIP_AFTER and len(records) == 1:
-                    # One command fails the same way every time (a bug, or state the store
-                    # and the cache disagree on): answer it with an error and move past it
-                    # rather than stop the whole shard. Store outages are retryable and are
-                    # never skipped.
-                    with contextlib.suppress(Exception):
-                        await self._skip(shard_id, engine, records[0], exc)
-                        failures = 0
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                streak += 1
+                # The batch's own write failed (the records are to blame or the store is
+                # down), or a step around it did (the outbox, a publish, a reply: never
+                # the records' fault, so never a reason to skip one).
+                step = recovery.outage() if written else recovery.failed(exc, pending)
+                # An outage's traceback once per streak; a refused command's when it is
+                # skipped (engine.history.engine logs those of commands that fail alone).
+                log.warning(
+                    "shard_batch_failed",
+                    shard_id=shard_id,
+                    failures=streak,
+                    commands=len(pending),
+                    outage=step.outage,
+                    error=type(exc).__name__,
+                    exc_info=streak == 1 and step.outage,
+                )
+                if step.skip:
+                    try:
+                        await self._skip(shard_id, engine, pending[0], exc)
+                        recovery.succeeded()
+                    except Exception:
+                        log.warning("command_skip_failed", shard_id=shard_id, exc_info=True)
+                        step = recovery.outage()
+                if step.pause_s > 0:
+                    await self._pause(step.pause_s)
                 consumer.seek(shard_id, engine.applied_offset)
                 # Tasks written but maybe not published: the outbox is published again at
                 # the top of the loop, and until that succeeds nothing else is done.
                 self._unpublished.add(shard_id)
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait before the next attempt. Real time, not the injected clock: it paces
+        retries against a real store, whatever time the workflows see."""
+        await asyncio.sleep(seconds)
+
     async def _skip(
         self, shard_id: int, engine: ShardEngine, record: Record, exc: Exception
     ) -> None:
-        await self.store.write_shard(
-            ShardWrite(shard_id, engine.range_id, applied_offset=record.offset + 1)
-        )
-        engine.applied_offset = record.offset + 1
-        log.error("command_skipped", shard_id=shard_id, offset=record.offset, error=repr(exc))
+        """Answer a command the store keeps refusing with an error and move past it."""
+        offset = max(engine.applied_offset, record.offset + 1)
+        await self.store.write_shard(ShardWrite(shard_id, engine.range_id, applied_offset=offset))
+        engine.applied_offset = offset
         cmd = decode_command(record.value)
+        # The only traceback of this failure in the log; the caller hears nothing of it.
+        log.error(
+            "command_skipped",
+            shard_id=shard_id,
+            offset=record.offset,
+            kind=cmd.kind,
+            workflow_id=cmd.workflow_id,
+            exc_info=exc,
+        )
         if cmd.reply_to:
+            err = BadRequestError(UNSTORABLE_MESSAGE)
             await self.replies.send_reply(
                 cmd.reply_to,
-                Reply(
-                    key=cmd.reply_key,
-                    ok=False,
-                    error_kind=InternalServiceError.kind,
-                    error_message=f"the shard could not apply this request: {exc!r}",
-                ),
+                Reply(key=cmd.reply_key, ok=False, error_kind=err.kind, error_message=err.message),
             )
 
     async def _publish(
