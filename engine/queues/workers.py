@@ -2,9 +2,14 @@
 
 The consumer group decides ownership; a loop starts on assign and is cancelled (and awaited)
 on revoke. Each loop hands batches of records to `handle` and commits past them when it
-returns: at-least-once, in order per partition. A failed batch is retried from its first
-record after a backoff. A failed fetch or commit (the broker restarting) is logged and the
-loop goes on: a loop that ended would leave its partition unserved until the next rebalance.
+returns: at-least-once, in order per partition. A failed batch is recovered as the shard's
+apply loop recovers one (`engine.queues.recovery`): an outage (the store or a broker down) is
+retried from the batch's first record after a growing pause and never skipped; a refusal (a
+task that fails the same way every time: a poison task) is isolated at once by halving the
+batch, and a lone refused task is tried a few times, then logged and skipped, so that one bad
+task cannot hold up every timer or transfer task of its partition. A failed fetch or commit
+(the broker restarting) is logged and the loop goes on: a loop that ended would leave its
+partition unserved until the next rebalance.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 
 from engine.queues.protocols import LogConsumer, Record, TaskLog
+from engine.queues.recovery import BatchRecovery
 
 log = structlog.get_logger(__name__)
 
@@ -76,10 +82,17 @@ class PartitionWorkers:
     async def _run(self, partition: int) -> None:
         consumer = self._consumer
         assert consumer is not None
-        backoff = 0.05
+        backoff = 0.05  # between failed fetches
+        recovery = BatchRecovery(self.max_records)
+        # The offset of the next record to handle, once known (for the isolation's range).
+        position = 0
+        # Whether the failure streak's traceback was logged (once per streak, not per retry).
+        logged = False
         while True:
             try:
-                got = await consumer.getmany([partition], max_records=self.max_records, timeout=1.0)
+                got = await consumer.getmany(
+                    [partition], max_records=recovery.limit(position), timeout=1.0
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -90,25 +103,46 @@ class PartitionWorkers:
             records = got.get(partition, [])
             if not records:
                 continue
+            position = records[0].offset
             try:
                 await self.handle(partition, records)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("queue_batch_failed", topic=self.topic, partition=partition)
-                consumer.seek(partition, records[0].offset)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:
+                consumer.seek(partition, position)
+                step = recovery.failed(exc, records)
+                where = {"topic": self.topic, "partition": partition, "offset": position}
+                if step.skip:
+                    log.error("queue_task_skipped", **where, error=repr(exc))
+                    recovery.succeeded()
+                    logged = False
+                    position += 1
+                    consumer.seek(partition, position)
+                    await self._commit(consumer, partition, position)
+                    continue
+                if logged:
+                    log.warning(
+                        "queue_batch_failed", **where, records=len(records), error=repr(exc)
+                    )
+                else:
+                    log.exception("queue_batch_failed", **where, records=len(records))
+                    logged = True
+                if step.pause_s:
+                    await asyncio.sleep(step.pause_s)
                 continue
-            backoff = 0.05
-            try:
-                await consumer.commit({partition: records[-1].offset + 1})
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The batch is done; without the commit it is only delivered again (tasks
-                # are idempotent), and the next commit covers it. A revoked partition's loop
-                # is cancelled by the revoke itself.
-                log.warning(
-                    "queue_commit_failed", topic=self.topic, partition=partition, exc_info=True
-                )
+            recovery.succeeded()
+            position = records[-1].offset + 1
+            if recovery.limit(position) == self.max_records:
+                logged = False  # past the isolation: the streak is over
+            await self._commit(consumer, partition, position)
+
+    async def _commit(self, consumer: LogConsumer, partition: int, offset: int) -> None:
+        try:
+            await consumer.commit({partition: offset})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The batch is done; without the commit it is only delivered again (tasks are
+            # idempotent), and the next commit covers it. A revoked partition's loop is
+            # cancelled by the revoke itself.
+            log.warning("queue_commit_failed", topic=self.topic, partition=partition, exc_info=True)

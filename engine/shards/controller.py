@@ -8,7 +8,7 @@ the shard's loop before returning, so it no longer writes. A write that fails wi
 ShardOwnershipLostError means another owner took over: the loop stops at once. Any other
 failed write is an outage (retried with a backoff) or a refusal of some command's data (the
 batch is bisected until that command is alone, then it is answered and skipped): see
-`engine.shards.recovery`.
+`engine.queues.recovery`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from engine.model.commands import Reply, decode_command, encode_command, refresh
 from engine.model.tasks import TimerTask, TransferTask, encode_task
 from engine.persistence.protocols import CurrentRun, OutboxTask, ShardWrite, Store
 from engine.queues.protocols import LogConsumer, Record, TaskLog
-from engine.shards.recovery import BatchRecovery
+from engine.queues.recovery import BatchRecovery
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,9 @@
-"""BatchRecovery: what a shard's apply loop does after a batch it could not write.
+"""BatchRecovery: what a loop over a log partition does after a batch it could not apply.
+
+Used by the shard's apply loop (`engine.shards.controller`: a batch whose store write failed)
+and by the transfer and timer queue loops (`engine.queues.workers`: a batch of tasks whose
+handler failed). The words below are the shard's; for a queue loop read "task" for
+"command" and "handle" for "write".
 
 Two kinds of failure, told apart by `engine.errors.can_pass`:
 
@@ -17,8 +22,8 @@ Two kinds of failure, told apart by `engine.errors.can_pass`:
   shard's applied offset past it. Past the suspect range, batches are full again.
 
 Any success or skip resets the pause and the count, so a second bad command costs what the
-first did instead of inheriting its backoff. The policy only decides; `ShardController` does
-the reading, writing, pausing and answering.
+first did instead of inheriting its backoff. The policy only decides; its loop does the
+reading, writing, pausing and answering.
 """
 
 from __future__ import annotations
