@@ -416,28 +416,33 @@ def assert_internal(exc: CadenceRpcError) -> str:
 async def test_shard_failure_reaches_the_client_as_a_fixed_internal_error(
     faulty: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The shard applies the signal, hits the bug, and replies InternalServiceError with the
-    # exception's text; the frontend must not pass that text on.
+    # The shard applies the signal, hits the bug, and replies InternalServiceError; neither
+    # the shard's reply nor the frontend's answer may carry the exception's text.
     stub = service_workflow_pb2_grpc.WorkflowAPIStub(faulty.typed)  # type: ignore[no-untyped-call]
+    execution = _poisoned_execution()
     with captured(caplog) as logs, pytest.raises(CadenceRpcError) as info:
         await stub.SignalWorkflowExecution(
             service_workflow_pb2.SignalWorkflowExecutionRequest(
                 domain=DOMAIN,
-                workflow_execution=_poisoned_execution(),
+                workflow_execution=execution,
                 signal_name="s",
                 request_id=str(uuid.uuid4()),
             ),
             timeout=CALL_TIMEOUT,
         )
     error_id = assert_internal(info.value)
-    # The frontend's one line carries the id and the real cause, for the operator; the
-    # traceback was logged where it happened (the shard), not again here.
+    # The frontend's one line carries the id and what the shard answered, for the operator;
+    # the traceback was logged once, where it happened (the shard, naming the workflow).
     lines = [e for e in logs.events if e["event"] == "rpc_internal_error"]
     assert len(lines) == 1
     assert lines[0]["error_id"] == error_id
     assert lines[0]["rpc_method"] == "SignalWorkflowExecution"
-    assert "OverflowError" in lines[0]["error"]
     assert "exc_info" not in lines[0]
+    with_traceback = [e for e in logs.events if e.get("exc_info")]
+    assert [(e["event"], e["workflow_id"]) for e in with_traceback] == [
+        ("command_failed", execution.workflow_id)
+    ]
+    assert "Overflow" not in lines[0]["error"]
 
 
 @pytest.mark.embedded_only  # injects faults into the SQLite store

@@ -1,9 +1,10 @@
 """Shard loop under poison commands: a command whose write the store refuses (injected by
-subclassing the real SqliteStore) or that carries a value no store can hold (a real
-out-of-range time, written through the real SqliteStore) is answered with a typed error and
-skipped, the rest of its batch is written and answered, and the shard goes on without
-stalling its other runs. Commands are built directly, as the frontend would, so the shard is
-tested even for values the frontend refuses (one may already sit in a durable log).
+subclassing the real SqliteStore) or whose changes cannot be encoded (injected into the
+handler: the engine clamps every time it derives, so no request value gets there any more) is
+answered with a typed error and skipped, the rest of its batch is written and answered, and
+the shard goes on without stalling its other runs. Commands are built directly, as the
+frontend would, so the shard is tested even for values the frontend refuses or clamps (one
+may already sit in a durable log: such starts are applied, with their times clamped).
 
 Pauses are recorded instead of slept (`RecordingController`), so the tests assert how long
 the loop chose to wait, not how long the machine took.
@@ -38,11 +39,13 @@ from engine.errors import (
     ServiceError,
     error_from_kind,
 )
+from engine.execution.protos import MAX_DURATION_SECONDS
 from engine.history.batch import Batch
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, CommandBus
 from engine.history.engine import FAILED_MESSAGE, UNSTORABLE_MESSAGE, ShardEngine
 from engine.history.handlers import dispatch
 from engine.model.commands import Command, CommandKind, Reply, encode_command
+from engine.model.state import decode_state
 from engine.persistence.protocols import ShardWrite
 from engine.persistence.sqlite.store import SqliteStore
 from engine.queues.inprocess import InProcessTaskLog
@@ -51,10 +54,13 @@ from engine.shards.controller import ShardController
 
 POISON = "poison-wf"
 YEAR_S = 365 * 86400
-# Past 2**64 - 1 ns from now: the run's state cannot even be encoded.
+# Past 2**64 - 1 ns from now: once, the run's state could not even be encoded.
 THOUSAND_YEARS_S = 1000 * YEAR_S
-# Past int64 but below 2**64 ns: encodable, but no store's timer index can hold the deadline.
+# Past int64 but below 2**64 ns: once, a timer no store's timer index can hold.
 TWO_HUNDRED_EIGHTY_YEARS_S = 280 * YEAR_S
+# Workflow ids whose commands the handler corrupts (see `corrupting`).
+UNENCODABLE = "unencodable"
+FAR_TIMER = "far-timer"
 
 
 class PoisonStore(SqliteStore):
@@ -268,9 +274,10 @@ async def test_poison_commands_in_a_row_do_not_accumulate_backoff(tmp_path: Path
 
 
 async def test_a_poisoned_shard_keeps_serving_its_other_runs(tmp_path: Path) -> None:
-    """Several runs of one shard are signalled while poison commands of both kinds arrive
-    (refused by the store, and values no store can hold); every signal lands, every poison
-    is refused, and nothing stored before is lost."""
+    """Several runs of one shard are signalled while poison commands arrive (refused by the
+    store) and starts with times past what a store holds (recorded before the frontend
+    clamped them); every signal lands, every poison is refused, the far starts are applied
+    with their times clamped, and nothing stored before is lost."""
     async with shard(tmp_path / "c.db", PoisonStore) as s:
         runs = [f"run-{i}" for i in range(6)]
         for wid in runs:
@@ -290,29 +297,53 @@ async def test_a_poisoned_shard_keeps_serving_its_other_runs(tmp_path: Path) -> 
             if i % 4 == 3:
                 # A signal to a run that never started: refused by the handler as usual.
                 assert type(r).__name__ == "EntityNotExistsError", r
-            else:
+            elif i % 4 == 0:
                 assert isinstance(r, BadRequestError), r
                 assert r.message == UNSTORABLE_MESSAGE
+            else:
+                assert isinstance(r, dict), r
+                assert r["run_id"]
         for wid in runs:
             assert await _signal_names(s.store, wid) == [f"sig-{n}" for n in range(3)]
         for round_ in range(3):
-            for prefix in (POISON, "huge", "far"):
-                wid = f"{prefix}-{round_}"
-                assert await s.store.get_current_run(0, "domain-id", wid) is None
+            assert await s.store.get_current_run(0, "domain-id", f"{POISON}-{round_}") is None
+            for prefix in ("huge", "far"):
+                cur = await s.store.get_current_run(0, "domain-id", f"{prefix}-{round_}")
+                assert cur is not None
+                snap = await s.store.get_run(0, "domain-id", f"{prefix}-{round_}", cur.run_id)
+                assert snap is not None
+                assert decode_state(snap.state).execution_timeout_s == MAX_DURATION_SECONDS
         info = await s.store.get_shard(0)
         assert info is not None
         assert info.applied_offset == len(runs) + len(calls) + len(poisons)
 
 
+async def corrupting(engine: ShardEngine, batch: Batch, cmd: Command) -> dict[str, Any]:
+    """The real handler, then a bug's damage for the commands of two workflow ids: a state
+    value msgspec cannot encode, and a timer past int64 (msgspec encodes it; no store's
+    timer index can hold it)."""
+    values = await dispatch(engine, batch, cmd)
+    if cmd.workflow_id == UNENCODABLE:
+        for (_, workflow_id, _), entry in batch.runs.items():
+            if workflow_id == UNENCODABLE:
+                entry.state.signal_count = 2**70
+    if cmd.workflow_id == FAR_TIMER:
+        for tm in batch.timers:
+            if tm.workflow_id == FAR_TIMER:
+                tm.fire_ns = 2**63 + 5
+    return values
+
+
 async def test_an_unencodable_command_fails_alone_without_failing_its_batch(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A start whose deadline is past what msgspec can encode (1,000 years), written through
-    the real SqliteStore amid healthy starts in one batch: it is answered with a typed error
-    and the batch's write does not fail at all."""
+    """A start whose state cannot be encoded, amid healthy starts in one batch, written
+    through the real SqliteStore: it is answered with a typed error and the batch's write
+    does not fail at all."""
+    monkeypatch.setattr("engine.shards.controller.dispatch", corrupting)
     async with shard(tmp_path / "c.db", PoisonStore, running=False) as s:
         cmds = [_start(f"good-{i}") for i in range(10)]
-        cmds[4] = _start("huge", THOUSAND_YEARS_S)
+        cmds[4] = _start(UNENCODABLE)
         replies = s.submit(cmds)
         await s.put(cmds)
         await s.controller.start()
@@ -321,17 +352,18 @@ async def test_an_unencodable_command_fails_alone_without_failing_its_batch(
         assert all(r.ok for i, r in enumerate(done) if i != 4)
         assert s.store.failed_writes == 0
         assert s.pauses == []
-        assert await s.store.get_current_run(0, "domain-id", "huge") is None
+        assert await s.store.get_current_run(0, "domain-id", UNENCODABLE) is None
 
 
 async def test_a_timer_past_int64_is_refused_before_it_reaches_the_outbox(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 280-year execution timeout encodes (below 2**64 ns) and the shard wrote it; its
-    timeout timer then reached the outbox with a deadline no store's timer index can hold.
-    It is refused with the command now, and nothing of it is stored."""
+    """A timer whose deadline encodes (below 2**64 ns) but is past int64 would reach the
+    outbox, and no store's timer index can hold it (a 280-year timeout did that before times
+    were clamped). It is refused with its command, and nothing of it is stored."""
+    monkeypatch.setattr("engine.shards.controller.dispatch", corrupting)
     async with shard(tmp_path / "c.db", PoisonStore, running=False) as s:
-        cmds = [_start("good-0"), _start("far", TWO_HUNDRED_EIGHTY_YEARS_S), _start("good-1")]
+        cmds = [_start("good-0"), _start(FAR_TIMER), _start("good-1")]
         replies = s.submit(cmds)
         await s.put(cmds)
         await s.controller.start()
@@ -340,7 +372,7 @@ async def test_a_timer_past_int64_is_refused_before_it_reaches_the_outbox(
         assert done[0].ok
         assert done[2].ok
         assert s.store.failed_writes == 0
-        assert await s.store.get_current_run(0, "domain-id", "far") is None
+        assert await s.store.get_current_run(0, "domain-id", FAR_TIMER) is None
         outbox = await s.store.read_outbox(0, 0)
         assert outbox  # the healthy starts' tasks
         assert all(t.task_id for t in outbox)
