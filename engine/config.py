@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from engine.errors import quote
+
 ALL_ROLES = frozenset({"frontend", "history", "matching", "transfer", "timer"})
 
 
@@ -141,10 +143,7 @@ def _describe(exc: ValidationError, data: dict[str, Any], origin: dict[str, str]
             continue
         message = str(error["msg"]).removeprefix("Value error, ")
         message = message[:1].lower() + message[1:]
-        lines.append(f"{where} {_show(data.get(name))}: {message}")
+        value = data.get(name)
+        shown = repr(value) if isinstance(value, str) else str(value)
+        lines.append(f"{where} {quote(shown, 60)}: {message}")
     return lines
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -28,7 +28,7 @@ import structlog
 
 from engine.errors import ConfigMismatchError, InUseError
 from engine.persistence.protocols import ClusterStore, NodeLease
-from engine.persistence.sqlite.lock import format_time
+from engine.persistence.sqlite.lock import describe_holder
 
 log = structlog.get_logger(__name__)
 
@@ -173,8 +173,12 @@ class NodeLeaseKeeper:
 
 
 def describe_lease(lease: NodeLease) -> str:
-    parts = [f"pid {lease.pid} on {lease.host}"]
-    if lease.address:
-        parts.append(f"serving {lease.address}")
-    parts.append(f"since {format_time(lease.since_ns / 1e9)}")
-    return ", ".join(parts)
+    """The holder of a node id, in the words a refused database file uses for its holder."""
+    return describe_holder(
+        {
+            "pid": lease.pid,
+            "host": lease.host,
+            "address": lease.address,
+            "since": lease.since_ns / 1e9,
+        }
+    )

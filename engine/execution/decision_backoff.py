@@ -41,7 +41,7 @@ from cadence.api.v1 import workflow_pb2
 
 from engine.execution.mutation import RunMutation
 from engine.model.state import EMPTY_EVENT_ID, DecisionFailureInfo, DecisionInfo
-from engine.model.tasks import TimerKind, TimerTask, TransferKind
+from engine.model.tasks import TimerKind, TimerTask
 
 # Consecutive failures retried at once (the attempts after the 1st, 2nd and 3rd failure).
 IMMEDIATE_RETRIES = 3
@@ -138,9 +138,4 @@ def on_backoff_timer(m: RunMutation, task: TimerTask) -> None:
         # Nothing waits (the backoff always holds a scheduled decision; kept defensive).
         return
     d.scheduled_ns = m.now_ns
-    m.transfer_task(
-        TransferKind.DECISION_TASK,
-        event_id=d.schedule_id,
-        attempt=d.attempt,
-        task_list=d.task_list,
-    )
+    m.dispatch_decision(d)

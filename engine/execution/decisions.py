@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 from cadence.api.v1 import (
     common_pb2,
@@ -19,6 +18,7 @@ from cadence.api.v1 import (
     tasklist_pb2,
     workflow_pb2,
 )
+from google.protobuf.message import Message
 
 from engine.errors import EntityNotExistsError, quote
 from engine.execution import activities, decision_backoff
@@ -346,37 +346,12 @@ def _is_close(decision: decision_pb2.Decision) -> bool:
     )
 
 
-# The cause a decision's bad attributes fail its task with, by the decision's attributes field.
-_W = workflow_pb2
-_BAD_ATTRIBUTES: Final = {
-    "schedule_activity_task": _W.DECISION_TASK_FAILED_CAUSE_BAD_SCHEDULE_ACTIVITY_ATTRIBUTES,
-    "request_cancel_activity_task": (
-        _W.DECISION_TASK_FAILED_CAUSE_BAD_REQUEST_CANCEL_ACTIVITY_ATTRIBUTES
-    ),
-    "start_timer": _W.DECISION_TASK_FAILED_CAUSE_BAD_START_TIMER_ATTRIBUTES,
-    "cancel_timer": _W.DECISION_TASK_FAILED_CAUSE_BAD_CANCEL_TIMER_ATTRIBUTES,
-    "record_marker": _W.DECISION_TASK_FAILED_CAUSE_BAD_RECORD_MARKER_ATTRIBUTES,
-    "complete_workflow_execution": (
-        _W.DECISION_TASK_FAILED_CAUSE_BAD_COMPLETE_WORKFLOW_EXECUTION_ATTRIBUTES
-    ),
-    "fail_workflow_execution": _W.DECISION_TASK_FAILED_CAUSE_BAD_FAIL_WORKFLOW_EXECUTION_ATTRIBUTES,
-    "cancel_workflow_execution": (
-        _W.DECISION_TASK_FAILED_CAUSE_BAD_CANCEL_WORKFLOW_EXECUTION_ATTRIBUTES
-    ),
-    "request_cancel_external_workflow_execution": (
-        _W.DECISION_TASK_FAILED_CAUSE_BAD_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_ATTRIBUTES
-    ),
-    "continue_as_new_workflow_execution": (
-        _W.DECISION_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES
-    ),
-    "start_child_workflow_execution": (
-        _W.DECISION_TASK_FAILED_CAUSE_BAD_START_CHILD_EXECUTION_ATTRIBUTES
-    ),
-    "signal_external_workflow_execution": (
-        _W.DECISION_TASK_FAILED_CAUSE_BAD_SIGNAL_WORKFLOW_EXECUTION_ATTRIBUTES
-    ),
-    "upsert_workflow_search_attributes": _W.DECISION_TASK_FAILED_CAUSE_BAD_SEARCH_ATTRIBUTES,
-}
+def _check_durations(attrs: Message, cause: int) -> None:
+    """Fail the decision if a Duration of `attrs` is negative (the frontend lets them
+    through so that the decision fails with its own cause, as Cadence does)."""
+    problem = negative_duration_problem(attrs)
+    if problem:
+        raise _fail(cause, problem)
 
 
 class BlobTooLarge(Exception):
@@ -415,12 +390,7 @@ class _Applier:
                 workflow_pb2.DECISION_TASK_FAILED_CAUSE_UNHANDLED_DECISION,
                 "decision has no attributes",
             )
-        name = field.removesuffix("_decision_attributes")
-        attrs = getattr(decision, field)
-        problem = negative_duration_problem(attrs)
-        if problem:
-            raise _fail(_BAD_ATTRIBUTES[name], problem)
-        getattr(self, "_" + name)(attrs)
+        getattr(self, "_" + field.removesuffix("_decision_attributes"))(getattr(decision, field))
 
     # -- activities ----------------------------------------------------------------------
 
@@ -435,6 +405,7 @@ class _Applier:
             raise _fail(bad, "ActivityType is not set on decision.")
         if a.domain in self.env.missing_domains:
             raise _fail(bad, f"Domain {quote(a.domain)} does not exist.")
+        _check_durations(a, bad)
         if st.activity_by_id(a.activity_id) is not None:
             raise _fail(
                 workflow_pb2.DECISION_TASK_FAILED_CAUSE_SCHEDULE_ACTIVITY_DUPLICATE_ID,
@@ -550,6 +521,7 @@ class _Applier:
         st = self.m.state
         if not a.timer_id:
             raise _fail(bad, "TimerId is not set on decision.")
+        _check_durations(a, bad)
         fire_s = secs(a.start_to_fire_timeout)
         if fire_s <= 0:
             raise _fail(bad, "A valid StartToFireTimeout is not set on decision.")
@@ -685,6 +657,7 @@ class _Applier:
         bad = workflow_pb2.DECISION_TASK_FAILED_CAUSE_BAD_CONTINUE_AS_NEW_ATTRIBUTES
         st = self.m.state
         _check_blob(a.input.data, bad, "ContinueAsNew input")
+        _check_durations(a, bad)
         problem = workflow_options_problem(a, self.env.allowed_search_attributes)
         if problem:
             raise _fail(bad, problem)
@@ -776,6 +749,7 @@ class _Applier:
         if not a.workflow_type.name:
             raise _fail(bad, "Required field WorkflowType is not set on decision.")
         _check_blob(a.input.data, bad, "Child workflow input")
+        _check_durations(a, bad)
         problem = workflow_options_problem(a, self.env.allowed_search_attributes)
         if problem:
             raise _fail(bad, problem)

@@ -155,13 +155,16 @@ class RunMutation:
             original_scheduled_ns=self.now_ns,
             attempt=attempt,
         )
-        if backing_off:
-            return
+        if not backing_off:
+            self.dispatch_decision(st.decision)
+
+    def dispatch_decision(self, d: DecisionInfo) -> None:
+        """Hand the scheduled decision `d` to matching (a DECISION_TASK transfer task)."""
         self.transfer_task(
             TransferKind.DECISION_TASK,
-            event_id=schedule_id,
-            attempt=attempt,
-            task_list=st.task_list,
+            event_id=d.schedule_id,
+            attempt=d.attempt,
+            task_list=d.task_list,
         )
 
     # -- tasks --------------------------------------------------------------------------

@@ -223,10 +223,8 @@ async def abort(
 T = TypeVar("T")
 
 
-async def guard(
-    name: str, context: Any, call: Callable[[], Awaitable[T]], *, cluster: str = CLUSTER_NAME
-) -> T:
-    """Run one RPC named `name` (`call()`), answering failures as Cadence does.
+async def guard(name: str, context: Any, call: Awaitable[T], *, cluster: str = CLUSTER_NAME) -> T:
+    """Run one RPC named `name` (await `call`), answering failures as Cadence does.
 
     - A `ServiceError` becomes its Cadence status (see module doc).
     - Any other exception is logged with its traceback and becomes InternalServiceError:
@@ -241,7 +239,7 @@ async def guard(
     """
     echo = rpc_service_echo(context)
     try:
-        response = await call()
+        response = await call
     except ServiceError as err:
         error_id = ""
         if grpc_code(err) == grpc.StatusCode.INTERNAL:
@@ -287,7 +285,7 @@ def rpc(
     async def wrapper(self: S, request: Req, context: Any) -> Resp:
         cluster = getattr(self, "cluster_name", CLUSTER_NAME)
         return await guard(
-            method.__name__, context, lambda: method(self, request, context), cluster=cluster
+            method.__name__, context, method(self, request, context), cluster=cluster
         )
 
     setattr(wrapper, RPC_METHOD_ATTR, method)

@@ -144,6 +144,7 @@ def _handler(servicer: Any, service: Service, method: MethodDescriptor) -> Handl
         return unimplemented
 
     async def call(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        # Serialized inside the guard: no exception of ours reaches grpc.
         response = await impl(servicer, request, context)
         data: bytes = response.SerializeToString()
         return data
@@ -159,7 +160,7 @@ def _handler(servicer: Any, service: Service, method: MethodDescriptor) -> Handl
             )
             err = BadRequestError(f"Request body of {name} could not be decoded.")
             await abort(context, err, cluster=cluster, trailing_metadata=rpc_service_echo(context))
-        return await guard(name, context, lambda: call(request, context), cluster=cluster)
+        return await guard(name, context, call(request, context), cluster=cluster)
 
     return handle
 

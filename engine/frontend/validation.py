@@ -364,7 +364,7 @@ def validate_signal_with_start_request(
     timeouts = validate_start_request(request.start_request, search_attribute_keys)
     _check_signal(request.signal_name, request.signal_input, request.control)
     check_request_size(request)
-    check_values(request)
+    # No check_values: the start request (checked above) is the only part with ranged values.
     return timeouts
 
 
@@ -498,9 +498,10 @@ def validate_execution_request(request: Any) -> None:
     check_execution(request)
     identity = getattr(request, "identity", "")
     check_identity(identity)
-
-    # --- WorkerAPI ------------------------------------------------------------------------------
     check_values(request)
+
+
+# --- WorkerAPI ------------------------------------------------------------------------------
 
 
 def validate_poll_request(request: Any) -> None:
@@ -558,9 +559,10 @@ def validate_activity_by_id(request: Any) -> None:
     if not request.activity_id:
         raise BadRequestError("ActivityID is not set on request.")
     check_identity(request.identity)
-
-    # --- VisibilityAPI --------------------------------------------------------------------------
     check_values(request)
+
+
+# --- VisibilityAPI --------------------------------------------------------------------------
 
 
 def _check_start_time_filter(request: Any) -> None:
@@ -617,9 +619,10 @@ def validate_count_request(
     request: service_visibility_pb2.CountWorkflowExecutionsRequest,
 ) -> None:
     check_domain(request.domain)
-
-    # --- DomainAPI ------------------------------------------------------------------------------
     check_values(request)
+
+
+# --- DomainAPI ------------------------------------------------------------------------------
 
 
 def validate_retention(

@@ -31,7 +31,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from engine.errors import BadRequestError
+from engine.errors import BadRequestError, quote
 from engine.execution.protos import MAX_DURATION_SECONDS, NS
 
 __all__ = ["check_values"]
@@ -136,11 +136,6 @@ def _plan(desc: Descriptor) -> dict[str, _Field]:
         _planning.discard(desc.full_name)
 
 
-def _show(key: object) -> str:
-    text = repr(key)
-    return text if len(text) <= _KEY_SHOWN else text[: _KEY_SHOWN - 3] + "..."
-
-
 class _Walker:
     def __init__(self, negatives: bool) -> None:
         self.negatives = negatives
@@ -157,7 +152,7 @@ class _Walker:
             where = path if wrapper else f"{path}.{fd.name}" if path else fd.name
             if spec.is_map:
                 for key in value:
-                    self.one(spec, value[key], f"{where}[{_show(key)}]")
+                    self.one(spec, value[key], f"{where}[{quote(repr(key), _KEY_SHOWN)}]")
             elif spec.repeated:
                 for i, item in enumerate(value):
                     self.one(spec, item, f"{where}[{i}]")

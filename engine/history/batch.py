@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from cadence.api.v1 import history_pb2
 
 from engine.execution.mutation import RunMutation
-from engine.execution.protos import parent_execution_info
+from engine.execution.protos import MAX_TIME_NS, parent_execution_info
 from engine.execution.starts import StartParams, new_run
 from engine.model.state import MutableState, decode_state, encode_state
 from engine.model.tasks import TimerTask, TransferTask, encode_task
@@ -33,10 +33,6 @@ from engine.persistence.protocols import (
 
 RunKey = tuple[str, str, str]
 WorkflowKey = tuple[str, str]
-
-# The range of a store's integer columns (SQLite INTEGER, Cassandra bigint).
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -121,7 +117,7 @@ class Batch:
         encoded = [(key, encode_state(self.runs[key].state)) for key in changed]
         timers = self.timers[self._n_timers :]
         for tm in timers:
-            if not INT64_MIN <= tm.fire_ns <= INT64_MAX:
+            if not -MAX_TIME_NS - 1 <= tm.fire_ns <= MAX_TIME_NS:
                 # msgspec encodes up to 2**64 - 1, but no store's timer index goes past
                 # int64: such a task would stop the timer queue that takes it.
                 raise ValueError(f"timer {tm.timer_id!r} fires at {tm.fire_ns} ns, out of range")

@@ -59,7 +59,8 @@ class BatchResult:
     written: list[RunChange] = field(default_factory=list)
 
 
-def _error_reply(cmd: Command, err: ServiceError) -> Reply:
+def error_reply(cmd: Command, err: ServiceError) -> Reply:
+    """The reply that answers `cmd` with `err` (kind, message and fields)."""
     return Reply(
         key=cmd.reply_key,
         ok=False,
@@ -167,14 +168,14 @@ class ShardEngine:
                 reply = Reply(key=cmd.reply_key, values=values or {})
             except ServiceError as err:
                 batch.rollback()
-                reply = _error_reply(cmd, err)
+                reply = error_reply(cmd, err)
             except EngineError:
                 raise
             except Exception:  # noqa: BLE001  (logged by _report; one command, not the batch)
                 # A bug, not the caller's doing: the traceback stays in the log.
                 batch.rollback()
                 self._report("command_failed", record.offset, cmd)
-                reply = _error_reply(cmd, InternalServiceError(FAILED_MESSAGE))
+                reply = error_reply(cmd, InternalServiceError(FAILED_MESSAGE))
             else:
                 try:
                     # Encode what the command changed now, so a value the store cannot hold
@@ -183,7 +184,7 @@ class ShardEngine:
                 except Exception:  # noqa: BLE001  (logged by _report)
                     batch.rollback()
                     self._report("command_unstorable", record.offset, cmd)
-                    reply = _error_reply(cmd, BadRequestError(UNSTORABLE_MESSAGE))
+                    reply = error_reply(cmd, BadRequestError(UNSTORABLE_MESSAGE))
             result.replies.append((cmd, reply))
         if result.next_offset == self.applied_offset and outbox_ack is None:
             return result

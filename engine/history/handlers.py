@@ -573,12 +573,7 @@ async def handle_refresh_tasks(engine: ShardEngine, batch: Batch, cmd: Command) 
         d = st.decision
         # A decision held back by a backoff is dispatched by its timer, not before.
         if d is not None and d.started_id == EMPTY_EVENT_ID and not st.decision_backoff_ns:
-            m.transfer_task(
-                TransferKind.DECISION_TASK,
-                event_id=d.schedule_id,
-                attempt=d.attempt,
-                task_list=d.task_list,
-            )
+            m.dispatch_decision(d)
         for info in st.activities.values():
             if not info.is_started and info.scheduled_ns <= m.now_ns:
                 m.transfer_task(

@@ -24,10 +24,10 @@ from engine.clock import Clock
 from engine.errors import BadRequestError, ShardOwnershipLostError
 from engine.history.batch import RunKey, WorkflowKey
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, ReplySink
-from engine.history.engine import UNSTORABLE_MESSAGE, ShardEngine
+from engine.history.engine import UNSTORABLE_MESSAGE, ShardEngine, error_reply
 from engine.history.handlers import dispatch
 from engine.history.watch import RunWatcher
-from engine.model.commands import Reply, decode_command, encode_command, refresh_tasks
+from engine.model.commands import decode_command, encode_command, refresh_tasks
 from engine.model.tasks import TimerTask, TransferTask, encode_task
 from engine.persistence.protocols import CurrentRun, OutboxTask, ShardWrite, Store
 from engine.queues.protocols import LogConsumer, Record, TaskLog
@@ -328,10 +328,8 @@ class ShardController:
             exc_info=exc,
         )
         if cmd.reply_to:
-            err = BadRequestError(UNSTORABLE_MESSAGE)
             await self.replies.send_reply(
-                cmd.reply_to,
-                Reply(key=cmd.reply_key, ok=False, error_kind=err.kind, error_message=err.message),
+                cmd.reply_to, error_reply(cmd, BadRequestError(UNSTORABLE_MESSAGE))
             )
 
     async def _publish(

@@ -19,12 +19,9 @@ import json
 import math
 from typing import Final
 
-from engine.visibility.query import RFC3339, SEARCH_ATTRIBUTE_TYPES
+from engine.visibility.query import INT64_MAX, INT64_MIN, RFC3339, SEARCH_ATTRIBUTE_TYPES
 
 __all__ = ["value_problem"]
-
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
 
 _EXPECTED: Final = {
     "KEYWORD": "a string or a list of strings",
@@ -38,7 +35,7 @@ _EXPECTED: Final = {
 
 def _is_int64(value: object) -> bool:
     return (
-        isinstance(value, int) and not isinstance(value, bool) and _INT64_MIN <= value <= _INT64_MAX
+        isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
     )
 
 

@@ -43,6 +43,8 @@ from cadence.api.v1 import workflow_pb2
 from engine.errors import BadRequestError, quote
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "QUERY_KEYS",
     "RFC3339",
     "SEARCH_ATTRIBUTE_TYPES",
@@ -149,7 +151,7 @@ _CLOSE_STATUS_NAMES: dict[int, str] = {v: k for k, v in _CLOSE_STATUSES.items()}
 MAX_DEPTH = 32
 MAX_CONDITIONS = 200
 MAX_VALUES = 1000
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # -- AST ----------------------------------------------------------------------------------
 
@@ -555,8 +557,8 @@ def _coerce(spec: KeySpec, tok: _Token) -> Value:
 def _int64(spec: KeySpec, tok: _Token, value: int | str) -> int:
     # Check the length first: int() refuses strings of more than 4300 digits.
     if isinstance(value, str):
-        value = int(value) if len(value) <= 20 else _INT64_MAX + 1
-    if not _INT64_MIN <= value <= _INT64_MAX:
+        value = int(value) if len(value) <= 20 else INT64_MAX + 1
+    if not INT64_MIN <= value <= INT64_MAX:
         raise _bad(f"value {_show(tok.text)} for {spec.name} is out of the int64 range", tok.pos)
     return value
 

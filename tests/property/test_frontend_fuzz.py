@@ -375,7 +375,10 @@ FUZZ = settings(
 )
 
 
-def _check(method: MethodDescriptor, code: grpc.StatusCode, message: str) -> None:
+def _send_and_check(live: Live, method: MethodDescriptor, body: bytes) -> None:
+    """Send `body` as a request of `method`; the answer must be a Cadence status."""
+    code, message = live.call(method, body)
+    note(f"{code} {message[:200]!r}")
     assert code not in NEVER, f"{method.name}: {code} {message[:300]!r}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         assert method.name in WAITING, f"{method.name} hung until the deadline"
@@ -389,10 +392,7 @@ def test_generated_requests_get_typed_answers(
     live: Live, before: tuple[bytes, ...], method: MethodDescriptor, data: st.DataObject
 ) -> None:
     request = data.draw(_message(method.input_type, 0), label="request")
-    body = request.SerializeToString()
-    code, message = live.call(method, body)
-    note(f"{code} {message[:200]!r}")
-    _check(method, code, message)
+    _send_and_check(live, method, request.SerializeToString())
 
 
 @st.composite
@@ -415,10 +415,7 @@ def _mutated(draw: st.DrawFn, method: MethodDescriptor) -> bytes:
 def test_mutated_bytes_get_typed_answers(
     live: Live, before: tuple[bytes, ...], method: MethodDescriptor, data: st.DataObject
 ) -> None:
-    body = data.draw(_mutated(method), label="body")
-    code, message = live.call(method, body)
-    note(f"{code} {message[:200]!r}")
-    _check(method, code, message)
+    _send_and_check(live, method, data.draw(_mutated(method), label="body"))
 
 
 def test_afterwards_the_server_is_healthy_and_nothing_stored_changed(
