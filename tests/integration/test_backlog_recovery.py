@@ -43,7 +43,9 @@ async def test_tasks_lost_with_redis_data_are_dispatched_again(tmp_path: Path) -
             task_list = f"tl-{uuid.uuid4()}"
             execution = await start_raw(client, task_list)
 
-            domain_id = (await server.store.get_domain(name=DOMAIN)).id  # type: ignore[union-attr]
+            domain = await server.store.get_domain(name=DOMAIN)
+            assert domain is not None
+            domain_id = domain.id
             matcher = server.matcher
             assert matcher is not None
 
