@@ -362,11 +362,9 @@ def counting_writes(log: InProcessTaskLog) -> Iterator[list[int]]:
         writes[0] += 1
         return await real_write(fn, *args, **kwargs)
 
-    db.write = counting_write  # type: ignore[method-assign]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(db, "write", counting_write)
         yield writes
-    finally:
-        db.write = real_write  # type: ignore[method-assign]
 
 
 async def test_inprocess_groups_concurrent_produces_into_few_transactions(tmp_path: Path) -> None:
@@ -453,7 +451,9 @@ async def test_inprocess_log_and_store_share_one_file(tmp_path: Path) -> None:
             store.write_shard(ShardWrite(0, shard.range_id, applied_offset=5)),
             log.produce("commands", 0, [b"a"]),
         )
-        assert (await store.get_shard(0)).applied_offset == 5  # type: ignore[union-attr]
+        row = await store.get_shard(0)
+        assert row is not None
+        assert row.applied_offset == 5
     finally:
         await log.stop()
         await store.stop()

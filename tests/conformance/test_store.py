@@ -17,6 +17,7 @@ import textwrap
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,7 +121,7 @@ async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
 
 
 def visibility(
-    run_id: str, wf: str = "wf-1", *, start: int = 1_000, closed: int = 0, **extra: object
+    run_id: str, wf: str = "wf-1", *, start: int = 1_000, closed: int = 0, **extra: Any
 ) -> VisibilityRecord:
     return VisibilityRecord(
         domain_id=D,
@@ -132,7 +133,7 @@ def visibility(
         task_list="tl",
         close_status=closed,
         close_time_ns=start + 5 if closed else None,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -214,11 +215,15 @@ async def test_stale_owner_write_fails_and_applies_nothing(store: Store) -> None
     assert await store.read_outbox(1, 0) == []
     assert await store.get_visibility(D, "wf-1", "r1") is None
     assert await open_runs(store, 1) == []
-    assert (await store.get_shard(1)).applied_offset == 0  # type: ignore[union-attr]
+    row = await store.get_shard(1)
+    assert row is not None
+    assert row.applied_offset == 0
     # The new owner's identical write goes through.
     stale.range_id = b.range_id
     await store.write_shard(stale)
-    assert (await store.get_run(1, D, "wf-1", "r1")).next_event_id == 3  # type: ignore[union-attr]
+    stored = await store.get_run(1, D, "wf-1", "r1")
+    assert stored is not None
+    assert stored.next_event_id == 3
 
 
 async def test_write_to_unacquired_shard_is_fenced(store: Store) -> None:
@@ -887,5 +892,9 @@ def test_open_store_rejects_unknown_urls() -> None:
     with pytest.raises(ValueError, match="sqlite"):
         open_store("sqlite:///")
     assert isinstance(open_store("sqlite:///tmp/x.db"), SqliteStore)
-    assert open_store("sqlite:////abs/x.db").path == "/abs/x.db"  # type: ignore[attr-defined]
-    assert open_store("sqlite:///rel/x.db").path == "rel/x.db"  # type: ignore[attr-defined]
+    absolute = open_store("sqlite:////abs/x.db")
+    assert isinstance(absolute, SqliteStore)
+    assert absolute.path == "/abs/x.db"
+    relative = open_store("sqlite:///rel/x.db")
+    assert isinstance(relative, SqliteStore)
+    assert relative.path == "rel/x.db"

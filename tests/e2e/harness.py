@@ -79,6 +79,7 @@ async def close_event(
     client: Client, execution: common_pb2.WorkflowExecution, domain: str = DOMAIN
 ) -> history_pb2.HistoryEvent:
     """Wait for the run to close, the way the client samples do."""
+    resp: service_workflow_pb2.GetWorkflowExecutionHistoryResponse
     while True:
         resp = await client.workflow_stub.GetWorkflowExecutionHistory(
             service_workflow_pb2.GetWorkflowExecutionHistoryRequest(

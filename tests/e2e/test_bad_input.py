@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import grpc
 import pytest
@@ -179,7 +179,14 @@ def _dur(seconds: float) -> duration_pb2.Duration:
     return d
 
 
-def _build(msg: Message, clear: tuple[str, ...], **fields: Any) -> Message:
+M = TypeVar("M", bound=Message)
+
+# A request message class. Generated classes take their fields as keywords, which
+# `type[Message]` does not declare (its constructor takes none).
+RequestClass = Callable[..., Message]
+
+
+def _build(msg: M, clear: tuple[str, ...], **fields: Any) -> M:
     for name, value in fields.items():
         target = getattr(msg, name)
         if isinstance(value, Message):
@@ -202,14 +209,14 @@ def start_req(*clear: str, **fields: Any) -> service_workflow_pb2.StartWorkflowE
         request_id=str(uuid.uuid4()),
         identity="bad-input-test",
     )
-    return _build(req, clear, **fields)  # type: ignore[return-value]
+    return _build(req, clear, **fields)
 
 
 def retry(**fields: Any) -> common_pb2.RetryPolicy:
     policy = common_pb2.RetryPolicy(
         initial_interval=_dur(1), backoff_coefficient=2.0, maximum_attempts=3
     )
-    return _build(policy, (), **fields)  # type: ignore[return-value]
+    return _build(policy, (), **fields)
 
 
 def sws_req(
@@ -222,7 +229,7 @@ def sws_req(
         signal_name="sig",
         signal_input=common_pb2.Payload(data=b'"hi"'),
     )
-    return _build(req, clear, **fields)  # type: ignore[return-value]
+    return _build(req, clear, **fields)
 
 
 def execution(wf: str = GHOST_WF, run: str = "") -> common_pb2.WorkflowExecution:
@@ -484,8 +491,16 @@ START_FAULTS: list[StartFault] = [
      BAD_REQUEST, ("Input", "memo")),
 ]
 
+def _start(mk: Callable[[], W.StartWorkflowExecutionRequest]) -> Build:
+    return lambda _e: mk()
+
+
+def _sws_start(mk: Callable[[], W.StartWorkflowExecutionRequest]) -> Build:
+    return lambda _e: sws_req(start=mk())
+
+
 START_CASES = [
-    bad("workflow", "StartWorkflowExecution", what, lambda _e, mk=mk: mk(), err, *says)
+    bad("workflow", "StartWorkflowExecution", what, _start(mk), err, *says)
     for what, mk, err, says in START_FAULTS
 ] + [
     bad("workflow", "StartWorkflowExecution", "input-7MB-under-grpc-max",
@@ -499,7 +514,7 @@ START_CASES = [
 
 SWS_CASES = [
     bad("workflow", "SignalWithStartWorkflowExecution", f"start_request-{what}",
-        lambda _e, mk=mk: sws_req(start=mk()), err, *says)
+        _sws_start(mk), err, *says)
     for what, mk, err, says in START_FAULTS
 ] + [
     bad("workflow", "SignalWithStartWorkflowExecution", "start_request-missing",
@@ -551,15 +566,19 @@ def _run_faults(method: str, make: Callable[..., Message], *, closed: bool = Tru
     return cases
 
 
-def _with_execution(cls: type[Message], **defaults: Any) -> Callable[..., Message]:
+def _with_execution(cls: RequestClass, **defaults: Any) -> Callable[..., Message]:
     def make(
-        e: Env, *, domain: str = DOMAIN, execution: Any = "keeper", **fields: Any
+        e: Env,
+        *,
+        domain: str = DOMAIN,
+        execution: common_pb2.WorkflowExecution | Literal["keeper"] | None = "keeper",
+        **fields: Any,
     ) -> Message:
-        msg: Any = cls(domain=domain, **defaults)
+        msg = cls(domain=domain, **defaults)
         if execution == "keeper":
-            msg.workflow_execution.CopyFrom(_keeper(e))
+            _build(msg, (), workflow_execution=_keeper(e))
         elif execution is not None:
-            msg.workflow_execution.CopyFrom(execution)
+            _build(msg, (), workflow_execution=execution)
         return _build(msg, (), **fields)
 
     return make
@@ -647,7 +666,7 @@ def _task_list_req(**fields: Any) -> W.DescribeTaskListRequest:
         task_list=tasklist_pb2.TaskList(name="bad-input-tl"),
         task_list_type=tasklist_pb2.TASK_LIST_TYPE_DECISION,
     )
-    return _build(req, (), **fields)  # type: ignore[return-value]
+    return _build(req, (), **fields)
 
 
 TASK_LIST_CASES = [
@@ -668,7 +687,7 @@ TASK_LIST_CASES = [
 # WorkerAPI -----------------------------------------------------------------------------------
 
 
-def _poll_faults(method: str, cls: type[Message]) -> list[Bad]:
+def _poll_faults(method: str, cls: RequestClass) -> list[Bad]:
     tl = tasklist_pb2.TaskList(name="bad-input-tl")
     return [
         bad("worker", method, "domain-missing", cls(task_list=tl), BAD_REQUEST,
@@ -689,7 +708,7 @@ def _poll_faults(method: str, cls: type[Message]) -> list[Bad]:
     ]
 
 
-def _token_faults(method: str, cls: type[Message], **fields: Any) -> list[Bad]:
+def _token_faults(method: str, cls: RequestClass, **fields: Any) -> list[Bad]:
     """Faults of the task-token calls; `fields` make an otherwise valid request."""
     def make(tok: Callable[[Env], bytes], **extra: Any) -> Build:
         return lambda e: cls(task_token=tok(e), **{**fields, **extra})
@@ -715,7 +734,7 @@ def _token_faults(method: str, cls: type[Message], **fields: Any) -> list[Bad]:
     ]
 
 
-def _by_id_faults(method: str, cls: type[Message]) -> list[Bad]:
+def _by_id_faults(method: str, cls: RequestClass) -> list[Bad]:
     make = _with_execution(cls, activity_id="act-1")
     return [
         bad("worker", method, "domain-missing", lambda e: make(e, domain=""), BAD_REQUEST,
@@ -808,7 +827,7 @@ def _window(earliest: int | None = 0, latest: int | None = 2_000_000_000) -> Any
     return flt
 
 
-def _list_basic_faults(method: str, cls: type[Message]) -> list[Bad]:
+def _list_basic_faults(method: str, cls: RequestClass) -> list[Bad]:
     def req(*clear: str, **fields: Any) -> Message:
         return _build(cls(domain=DOMAIN, start_time_filter=_window()), clear, **fields)
 
@@ -833,7 +852,7 @@ def _list_basic_faults(method: str, cls: type[Message]) -> list[Bad]:
     ]
 
 
-def _list_query_faults(method: str, cls: type[Message], paged: bool = True) -> list[Bad]:
+def _list_query_faults(method: str, cls: RequestClass, paged: bool = True) -> list[Bad]:
     def req(**fields: Any) -> Message:
         return _build(cls(domain=DOMAIN, query="WorkflowType = 'EchoWorkflow'"), (), **fields)
 
@@ -1083,7 +1102,7 @@ async def _started_activity(env: Env) -> tuple[common_pb2.WorkflowExecution, Any
 def _oversized(method: str, run: common_pb2.WorkflowExecution, tok: bytes) -> Message:
     big = common_pb2.Payload(data=OVER_LIMIT)
     by_id: dict[str, Any] = {"domain": DOMAIN, "workflow_execution": run, "activity_id": "big"}
-    return {
+    makers: dict[str, Callable[[], Message]] = {
         "RespondActivityTaskCompleted": lambda: K.RespondActivityTaskCompletedRequest(
             task_token=tok, result=big
         ),
@@ -1108,7 +1127,8 @@ def _oversized(method: str, run: common_pb2.WorkflowExecution, tok: bytes) -> Me
         "RecordActivityTaskHeartbeatByID": lambda: K.RecordActivityTaskHeartbeatByIDRequest(
             details=big, **by_id
         ),
-    }[method]()
+    }
+    return makers[method]()
 
 
 @pytest.mark.parametrize(

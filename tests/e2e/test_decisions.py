@@ -61,14 +61,16 @@ def _tl() -> str:
 async def _fail(
     client: Client,
     task: service_worker_pb2.PollForDecisionTaskResponse,
-    cause: int = workflow_pb2.DECISION_TASK_FAILED_CAUSE_WORKFLOW_WORKER_UNHANDLED_FAILURE,
+    cause: workflow_pb2.DecisionTaskFailedCause = (
+        workflow_pb2.DECISION_TASK_FAILED_CAUSE_WORKFLOW_WORKER_UNHANDLED_FAILURE
+    ),
     details: bytes = b"worker bug",
     identity: str = RAW_IDENTITY,
 ) -> None:
     await client.worker_stub.RespondDecisionTaskFailed(
         service_worker_pb2.RespondDecisionTaskFailedRequest(
             task_token=task.task_token,
-            cause=cause,  # type: ignore[arg-type]
+            cause=cause,
             details=common_pb2.Payload(data=details),
             identity=identity,
             binary_checksum="bin-1",

@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from cadence import Client, Registry, workflow
@@ -73,14 +74,16 @@ async def get_history(
     execution: common_pb2.WorkflowExecution,
     *,
     timeout: float | None = None,
-    **fields: object,
+    **fields: Any,
 ) -> service_workflow_pb2.GetWorkflowExecutionHistoryResponse:
-    return await client.workflow_stub.GetWorkflowExecutionHistory(
+    resp: service_workflow_pb2.GetWorkflowExecutionHistoryResponse
+    resp = await client.workflow_stub.GetWorkflowExecutionHistory(
         service_workflow_pb2.GetWorkflowExecutionHistoryRequest(
             domain=DOMAIN, workflow_execution=execution, **fields
         ),
         timeout=timeout,
     )
+    return resp
 
 
 async def checked(

@@ -19,7 +19,7 @@ from cadence.api.v1 import common_pb2
 
 from engine.server import Server
 from load import codec
-from load.config import DRIVERS, RunConfig, ScenarioParams
+from load.config import DRIVERS, DriverName, RunConfig, ScenarioParams
 from load.result import Execution, RunResult
 from load.runner import run_scenario
 from tests.e2e.harness import DOMAIN, checked_history, event_types
@@ -47,12 +47,12 @@ EXPECTED_COUNTS: dict[str, dict[str, int]] = {
 CHECKED = {"w1": 5, "w2": 4, "w3": 3, "w4": 1, "w5": 6}
 
 
-def config_for(server: Server, scenario: str, driver: str, **extra: Any) -> RunConfig:
+def config_for(server: Server, scenario: str, driver: DriverName, **extra: Any) -> RunConfig:
     return RunConfig(
         scenario=scenario,
         target=server.address,
         domain=DOMAIN,
-        driver=driver,  # type: ignore[arg-type]
+        driver=driver,
         pollers=4,
         workflow_timeout_s=60,
         progress=False,
@@ -89,7 +89,7 @@ def only_folder(out: Path) -> Path:
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("scenario", list(CASES))
 async def test_scenario_completes_every_workflow_with_valid_histories(
-    server: Server, client: Client, scenario: str, driver: str
+    server: Server, client: Client, scenario: str, driver: DriverName
 ) -> None:
     result = await run_scenario(config_for(server, scenario, driver))
     workflows = CASES[scenario]["workflows"]

@@ -116,12 +116,14 @@ async def raw_query(
     q = query_pb2.WorkflowQuery(query_type=query_type)
     if args is not None:
         q.query_args.CopyFrom(client.data_converter.to_data(args))
-    return await client.workflow_stub.QueryWorkflow(
+    resp: service_workflow_pb2.QueryWorkflowResponse
+    resp = await client.workflow_stub.QueryWorkflow(
         service_workflow_pb2.QueryWorkflowRequest(
             domain=DOMAIN, workflow_execution=run, query=q, **fields
         ),
         timeout=timeout,
     )
+    return resp
 
 
 # -- the legacy query-task path --------------------------------------------------------------------

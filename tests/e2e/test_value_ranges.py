@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -37,6 +37,7 @@ from cadence.api.v1 import (
 )
 from cadence.error import CadenceRpcError, EntityNotExistsError
 from google.protobuf import duration_pb2, timestamp_pb2, wrappers_pb2
+from google.protobuf.message import Message
 
 from engine.execution.protos import MAX_DURATION_SECONDS
 from engine.server import Server
@@ -87,7 +88,10 @@ def _dur(seconds: int, nanos: int = 0) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=seconds, nanos=nanos)
 
 
-def _set(msg: Any, **fields: Any) -> Any:
+M = TypeVar("M", bound=Message)
+
+
+def _set(msg: M, **fields: Any) -> M:
     for name, value in fields.items():
         target = getattr(msg, name)
         if hasattr(target, "CopyFrom"):
@@ -107,7 +111,7 @@ def _start(**fields: Any) -> service_workflow_pb2.StartWorkflowExecutionRequest:
         task_start_to_close_timeout=_dur(10),
         request_id=str(uuid.uuid4()),
     )
-    return _set(req, **fields)  # type: ignore[no-any-return]
+    return _set(req, **fields)
 
 
 async def _started(

@@ -109,7 +109,7 @@ async def scenario(tmp_path: Path) -> AsyncIterator[Scenario]:
     client = Client(domain=DOMAIN, target=server.address)
     try:
         await register_domain(client)
-        stub = service_visibility_pb2_grpc.VisibilityAPIStub(client._channel)
+        stub = service_visibility_pb2_grpc.VisibilityAPIStub(client._channel)  # type: ignore[no-untyped-call]  # generated grpc code is untyped
         runs: dict[str, common_pb2.WorkflowExecution] = {}
         wf = client.workflow_stub
 
@@ -195,8 +195,10 @@ async def query(sc: Scenario, q: str, page_size: int = 0) -> list[str]:
 
 
 async def count(sc: Scenario, q: str) -> int:
-    resp = await sc.stub.CountWorkflowExecutions(
-        service_visibility_pb2.CountWorkflowExecutionsRequest(domain=DOMAIN, query=q)
+    resp: service_visibility_pb2.CountWorkflowExecutionsResponse = (
+        await sc.stub.CountWorkflowExecutions(
+            service_visibility_pb2.CountWorkflowExecutionsRequest(domain=DOMAIN, query=q)
+        )
     )
     return resp.count
 

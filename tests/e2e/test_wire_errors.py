@@ -21,7 +21,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +97,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
 
 @dataclass
 class Logs:
-    events: list[dict[str, Any]]  # structlog
+    events: list[MutableMapping[str, Any]]  # structlog
     records: list[logging.LogRecord]  # stdlib: where grpc itself logs
 
 
@@ -113,7 +113,7 @@ def captured(caplog: pytest.LogCaptureFixture) -> Iterator[Logs]:
     logs.records = [r for r in caplog.records if r.name.startswith("grpc") or r.exc_info]
 
 
-def assert_one_line(logs: Logs, event: str, rpc_method: str) -> dict[str, Any]:
+def assert_one_line(logs: Logs, event: str, rpc_method: str) -> MutableMapping[str, Any]:
     """Exactly one line about the call, no traceback anywhere, nothing from grpc itself."""
     about = [e for e in logs.events if e.get("rpc_method") == rpc_method]
     assert [e["event"] for e in about] == [event]

@@ -157,11 +157,13 @@ async def start_raw(
 async def describe(
     client: Client, workflow_id: str, run_id: str = ""
 ) -> service_workflow_pb2.DescribeWorkflowExecutionResponse:
-    return await client.workflow_stub.DescribeWorkflowExecution(
+    resp: service_workflow_pb2.DescribeWorkflowExecutionResponse
+    resp = await client.workflow_stub.DescribeWorkflowExecution(
         service_workflow_pb2.DescribeWorkflowExecutionRequest(
             domain=DOMAIN, workflow_execution=_execution(workflow_id, run_id)
         )
     )
+    return resp
 
 
 async def terminate(client: Client, workflow_id: str, run_id: str = "", **fields: Any) -> None:
@@ -255,7 +257,9 @@ REUSE_TABLE = {
 
 
 @pytest.mark.parametrize(("previous", "policy"), list(REUSE_TABLE))
-async def test_workflow_id_reuse_policy(client: Client, previous: str, policy: int) -> None:
+async def test_workflow_id_reuse_policy(
+    client: Client, previous: str, policy: workflow_pb2.WorkflowIdReusePolicy
+) -> None:
     allowed = REUSE_TABLE[(previous, policy)]
     workflow_id = f"reuse-{previous}-{policy}"
     wf_type = {"running": "WaitForSignals", "completed": "ReturnInput", "failed": "AlwaysFails"}

@@ -43,11 +43,14 @@ async def test_tasks_lost_with_redis_data_are_dispatched_again(tmp_path: Path) -
             task_list = f"tl-{uuid.uuid4()}"
             execution = await start_raw(client, task_list)
 
-            domain_id = (await server.store.get_domain(name=DOMAIN)).id  # type: ignore[union-attr]
-            assert server.matcher is not None
+            domain = await server.store.get_domain(name=DOMAIN)
+            assert domain is not None
+            domain_id = domain.id
+            matcher = server.matcher
+            assert matcher is not None
 
             async def in_redis() -> bool:
-                return await server.matcher.backlog(domain_id, task_list, TaskType.DECISION) == 1
+                return await matcher.backlog(domain_id, task_list, TaskType.DECISION) == 1
 
             # The decision task waits in Redis; nobody has polled it. Then Redis loses it.
             await eventually(in_redis)

@@ -27,6 +27,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -230,9 +231,9 @@ class Workload:
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout
         while len(self.acked) <= more_than:
-            failed = [t for t in self._tasks if t.done() and t.exception() is not None]
+            failed = [e for t in self._tasks if t.done() and (e := t.exception()) is not None]
             if failed:
-                raise failed[0].exception()
+                raise failed[0]
             if loop.time() > until:
                 raise AssertionError(
                     f"only {len(self.acked)} starts acknowledged in {timeout:.0f} s "
@@ -253,11 +254,9 @@ class Workload:
                 wait_for_new_event=True,
                 history_event_filter_type=history_pb2.EVENT_FILTER_TYPE_CLOSE_EVENT,
             )
-            resp = await _call(
+            resp: service_workflow_pb2.GetWorkflowExecutionHistoryResponse = await _call(
                 f"close of {key}",
-                lambda r=request: self.client.workflow_stub.GetWorkflowExecutionHistory(
-                    r, timeout=25
-                ),
+                partial(self.client.workflow_stub.GetWorkflowExecutionHistory, request, timeout=25),
             )
             events = resp.history.events
             if events:
@@ -273,10 +272,12 @@ class Workload:
             request = service_workflow_pb2.GetWorkflowExecutionHistoryRequest(
                 domain=DOMAIN, workflow_execution=execution, next_page_token=token
             )
-            resp = await _call(
+            resp: service_workflow_pb2.GetWorkflowExecutionHistoryResponse = await _call(
                 f"history of {key}",
-                lambda r=request: self.client.workflow_stub.GetWorkflowExecutionHistory(
-                    r, timeout=CALL_TIMEOUT_S
+                partial(
+                    self.client.workflow_stub.GetWorkflowExecutionHistory,
+                    request,
+                    timeout=CALL_TIMEOUT_S,
                 ),
             )
             events.extend(resp.history.events)
@@ -295,7 +296,7 @@ class Workload:
             )
             resp = await _call(
                 "visibility scan",
-                lambda r=request: stub.ScanWorkflowExecutions(r, timeout=CALL_TIMEOUT_S),
+                partial(stub.ScanWorkflowExecutions, request, timeout=CALL_TIMEOUT_S),
             )
             for info in resp.executions:
                 runs[info.workflow_execution.workflow_id].append(info.workflow_execution.run_id)

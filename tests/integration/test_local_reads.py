@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from cadence import Client
 from cadence.api.v1 import decision_pb2
 
@@ -108,18 +109,17 @@ async def test_a_local_read_never_sees_a_write_that_failed(tmp_path: Path) -> No
         )
         assert written is not None
         store = server.store
-        original = store.write_shard
 
         async def failing(write: object) -> None:
             raise PersistenceError("injected: the store is unavailable")
 
         # The next write fails: a signal is applied in memory, then its write is refused.
-        store.write_shard = failing  # type: ignore[method-assign]
-        signal = asyncio.ensure_future(
-            client.signal_workflow(execution.workflow_id, execution.run_id, "s", "x")
-        )
-        await asyncio.sleep(0.5)
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(store, "write_shard", failing)
+            signal = asyncio.ensure_future(
+                client.signal_workflow(execution.workflow_id, execution.run_id, "s", "x")
+            )
+            await asyncio.sleep(0.5)
             view = server.shards
             assert view is not None
             raw = view.run_state(
@@ -127,8 +127,6 @@ async def test_a_local_read_never_sees_a_write_that_failed(tmp_path: Path) -> No
             )
             # Either nothing (the engine dropped its views) or exactly what the store holds.
             assert raw is None or raw == written.state
-        finally:
-            store.write_shard = original  # type: ignore[method-assign]
         await asyncio.wait_for(signal, 30)
         types = event_types(await full_history(client, execution))
         assert types.count("WorkflowExecutionSignaled") == 1

@@ -5,7 +5,7 @@ waited out, never skipped. On the real in-process log over SQLite."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -50,10 +50,10 @@ async def task_log(tmp_path: Path) -> AsyncIterator[InProcessTaskLog]:
     await store.stop()
 
 
-async def _until(check: object, timeout: float = 10.0) -> None:
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     until = loop.time() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if loop.time() > until:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)

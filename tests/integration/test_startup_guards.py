@@ -133,12 +133,13 @@ async def test_a_port_taken_after_the_check_still_fails_the_bind(
     from engine.config import EngineConfig
     from engine.errors import InUseError
     from engine.server import Server
+    from engine.startup import check_port_free
 
     first = Server(EngineConfig(persistence_url=f"sqlite:///{tmp_path / 'a.db'}", port=0))
     await first.start()
     try:
         checks: list[int] = []
-        real_check = engine.server.check_port_free
+        real_check = check_port_free
 
         def check_passes_once(host: str, port: int) -> None:
             checks.append(port)

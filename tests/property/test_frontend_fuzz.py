@@ -121,6 +121,7 @@ def _leaf(fd: FieldDescriptor) -> st.SearchStrategy[Any]:
     if t == _F.TYPE_BYTES:
         return st.sampled_from(_BYTES) | st.binary(max_size=64)
     if t == _F.TYPE_ENUM:
+        assert fd.enum_type is not None  # every enum field has its enum type
         known = [v.number for v in fd.enum_type.values]
         return st.sampled_from([*known, 99, -1, 2**31 - 1])
     raise AssertionError(f"unhandled field type {t} of {fd.full_name}")
@@ -219,7 +220,7 @@ def _single(fd: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     return _leaf(fd)
 
 
-def _build(cls: Any, values: dict[str, Any]) -> Message:
+def _build(cls: type[Message], values: dict[str, Any]) -> Message:
     msg = cls()
     for name, value in values.items():
         if value is None:

@@ -22,7 +22,7 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
     store = SqliteStore(str(tmp_path / "domains.db"))
     await store.start()
     server = grpc.aio.server()
-    service_domain_pb2_grpc.add_DomainAPIServicer_to_server(DomainHandler(store), server)
+    service_domain_pb2_grpc.add_DomainAPIServicer_to_server(DomainHandler(store), server)  # type: ignore[no-untyped-call]  # generated grpc code is untyped
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     c = Client(domain="orders", target=f"127.0.0.1:{port}")

