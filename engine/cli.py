@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import signal
 import sys
 from importlib import metadata
-from typing import Any
 
 from engine.config import ALL_ROLES, ConfigError, EngineConfig
 from engine.errors import PersistenceError, StartupError
@@ -146,8 +144,10 @@ async def _run_serve(config: EngineConfig, args: argparse.Namespace) -> int:
 async def _schema_apply(config: EngineConfig) -> int:
     url = config.persistence_url
     if url.startswith("cassandra://"):
-        module: Any = importlib.import_module("engine.persistence.cassandra.schema")
-        version = await module.apply_schema(url)
+        # Imported here: the cassandra driver is loaded only for a cassandra:// store.
+        from engine.persistence.cassandra.schema import apply_schema
+
+        version = await apply_schema(url)
         print(f"cadenza schema apply: {url} is at schema version {version}", flush=True)
         return 0
     # The SQLite store creates its tables when it opens; opening it is applying it.

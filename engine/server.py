@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import Protocol
 
 import grpc
 import structlog
@@ -30,6 +30,7 @@ from engine.frontend.visibility import VisibilityHandler
 from engine.frontend.worker import WorkerHandler
 from engine.frontend.workflow import WorkflowHandler
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, CommandBus
+from engine.history.reader import RunReader
 from engine.history.watch import RunWatcher
 from engine.matching.factory import open_matcher
 from engine.matching.protocols import TaskMatcher
@@ -52,6 +53,18 @@ log = structlog.get_logger(__name__)
 MAX_MESSAGE = 8 * 1024 * 1024
 
 
+class _Started(Protocol):
+    """A part the server started and stops: a backend, the node lease or channel, a role."""
+
+    async def stop(self) -> None: ...
+
+
+class _Role(_Started, Protocol):
+    """A role's component, started without arguments once the backends run."""
+
+    async def start(self) -> None: ...
+
+
 class Server:
     """All roles of one process; `async with Server(config)` or start()/stop()."""
 
@@ -66,7 +79,7 @@ class Server:
         self.port = config.port
         self._grpc: grpc.aio.Server | None = None
         # Started parts (backends, then roles), stopped in reverse.
-        self._components: list[Any] = []
+        self._components: list[_Started] = []
         self.node_lease: NodeLeaseKeeper | None = None
 
     async def start(self) -> None:
@@ -130,7 +143,7 @@ class Server:
             record = await self.store.get_domain(name=name)
             return record.id if record is not None else ""
 
-        components: list[Any] = []
+        components: list[_Role] = []
         self.shards: ShardController | None = None
         if "history" in roles:
             self.shards = shards = ShardController(
@@ -144,11 +157,11 @@ class Server:
                 max_batch=cfg.max_batch,
             )
             components.append(shards)
+        # Mutable state as last written: from this process's shards, else from the store.
+        runs = RunReader(self.store, n, local=self.shards)
         if "transfer" in roles:
             assert self.matcher is not None
-            executor = TransferExecutor(
-                self.store, self.matcher, self.bus, resolve_domain, n, local=self.shards
-            )
+            executor = TransferExecutor(runs, self.matcher, self.bus, resolve_domain)
             transfer = TransferProcessor(self.task_log, executor)
             components.append(transfer)
             components.append(
@@ -169,15 +182,15 @@ class Server:
             return
         assert self.matcher is not None
         fe = FrontendContext(
-            store=self.store,
+            runs=runs,
+            history=self.store,
+            visibility=self.store,
             bus=self.bus,
             matcher=self.matcher,
             domains=self.domains,
             watcher=self.watcher,
             clock=self.clock,
-            num_shards=n,
             allowed_search_attributes=allowed,
-            local=self.shards,
         )
         server = grpc.aio.server(
             options=[

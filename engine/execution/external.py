@@ -163,6 +163,7 @@ def child_start_failed(m: RunMutation, initiated_id: int, cause: int) -> None:
     )
 
 
+# Any: five attribute classes, each built by keyword and given its own outcome field below.
 _CHILD_OUTCOME_FIELD: dict[int, tuple[str, Any]] = {
     workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_COMPLETED: (
         "child_workflow_execution_completed_event_attributes",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cadence.api.v1 import history_pb2, tasklist_pb2
+from google.protobuf.message import Message
 
 from engine.execution.protos import after_ns, dur, ts
 from engine.model.state import (
@@ -46,7 +47,7 @@ class RunMutation:
 
     # -- events -------------------------------------------------------------------------
 
-    def add_event(self, field: str, attrs: Any) -> history_pb2.HistoryEvent:
+    def add_event(self, field: str, attrs: Message) -> history_pb2.HistoryEvent:
         st = self.state
         event = history_pb2.HistoryEvent(
             event_id=st.next_event_id,
@@ -63,7 +64,7 @@ class RunMutation:
         decision = self.state.decision
         return decision is not None and decision.started_id != EMPTY_EVENT_ID
 
-    def add_external_event(self, field: str, attrs: Any, *, wake: bool = True) -> int:
+    def add_external_event(self, field: str, attrs: Message, *, wake: bool = True) -> int:
         """An event caused from outside the decider (signal, activity result, timer...).
 
         Buffered while a decision is started, so nothing foreign lands between

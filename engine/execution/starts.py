@@ -8,10 +8,17 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from cadence.api.v1 import common_pb2, history_pb2, tasklist_pb2, workflow_pb2
+from cadence.api.v1 import (
+    common_pb2,
+    history_pb2,
+    service_workflow_pb2,
+    tasklist_pb2,
+    workflow_pb2,
+)
 from croniter import croniter
+from google.protobuf.message import Message
 
 from engine.execution.mutation import RunMutation
 from engine.execution.protos import (
@@ -174,7 +181,7 @@ def search_attributes_proto(values: dict[str, bytes]) -> common_pb2.SearchAttrib
     )
 
 
-def close_run(m: RunMutation, status: int, field: str, attrs: Any) -> history_pb2.HistoryEvent:
+def close_run(m: RunMutation, status: int, field: str, attrs: Message) -> history_pb2.HistoryEvent:
     """Append the close event and close the run: no decision, tasks go stale, parent told."""
     st = m.state
     _force_close_decision(m)
@@ -328,11 +335,21 @@ def retry_or_cron_after_failure(
 
 
 def params_from_request(
-    req: Any, domain_id: str, domain_name: str, now_ns: int, *, request_id: str | None = None
+    req: service_workflow_pb2.StartWorkflowExecutionRequest
+    | history_pb2.StartChildWorkflowExecutionInitiatedEventAttributes,
+    domain_id: str,
+    domain_name: str,
+    now_ns: int,
+    *,
+    request_id: str | None = None,
 ) -> StartParams:
     """StartParams from a (validated) StartWorkflowExecutionRequest or the initiated attributes
     of a child; computes the first decision backoff of delay_start, first_run_at and cron."""
 
+    if request_id is None:
+        # Only a client's start carries its request id; a child's is given by its parent.
+        assert isinstance(req, service_workflow_pb2.StartWorkflowExecutionRequest)
+        request_id = req.request_id
     exec_s = secs(req.execution_start_to_close_timeout)
     task_s = min(secs(req.task_start_to_close_timeout) or 10, exec_s, 240)
     backoff = secs(req.delay_start) if req.HasField("delay_start") else 0
@@ -356,7 +373,7 @@ def params_from_request(
         task_list=req.task_list.name,
         execution_timeout_s=exec_s,
         task_timeout_s=task_s,
-        request_id=request_id if request_id is not None else req.request_id,
+        request_id=request_id,
         input=req.input.data if req.HasField("input") else None,
         identity=getattr(req, "identity", ""),
         retry=retry,

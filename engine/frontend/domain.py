@@ -25,8 +25,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
+import grpc
 import structlog
 from cadence.api.v1 import domain_pb2, service_domain_pb2, service_domain_pb2_grpc
 
@@ -213,14 +214,14 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
 
     @rpc
     async def RegisterDomain(
-        self, request: service_domain_pb2.RegisterDomainRequest, context: Any
+        self, request: service_domain_pb2.RegisterDomainRequest, context: grpc.aio.ServicerContext
     ) -> service_domain_pb2.RegisterDomainResponse:
         await self._register(request)
         return service_domain_pb2.RegisterDomainResponse()
 
     @rpc
     async def DescribeDomain(
-        self, request: service_domain_pb2.DescribeDomainRequest, context: Any
+        self, request: service_domain_pb2.DescribeDomainRequest, context: grpc.aio.ServicerContext
     ) -> service_domain_pb2.DescribeDomainResponse:
         v.validate_describe_domain_request(request)
         # Describe always reads the store: it is rare, and its caller expects fresh data.
@@ -238,7 +239,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
 
     @rpc
     async def ListDomains(
-        self, request: service_domain_pb2.ListDomainsRequest, context: Any
+        self, request: service_domain_pb2.ListDomainsRequest, context: grpc.aio.ServicerContext
     ) -> service_domain_pb2.ListDomainsResponse:
         v.validate_list_domains_request(request)
         page_size = request.page_size or DEFAULT_PAGE_SIZE
@@ -249,7 +250,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
 
     @rpc
     async def UpdateDomain(
-        self, request: service_domain_pb2.UpdateDomainRequest, context: Any
+        self, request: service_domain_pb2.UpdateDomainRequest, context: grpc.aio.ServicerContext
     ) -> service_domain_pb2.UpdateDomainResponse:
         v.validate_update_domain_request(request)
         paths = list(request.update_mask.paths)
@@ -261,7 +262,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
 
     @rpc
     async def DeprecateDomain(
-        self, request: service_domain_pb2.DeprecateDomainRequest, context: Any
+        self, request: service_domain_pb2.DeprecateDomainRequest, context: grpc.aio.ServicerContext
     ) -> service_domain_pb2.DeprecateDomainResponse:
         v.validate_domain_name_request(request)
 
@@ -273,7 +274,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
 
     @rpc
     async def DeleteDomain(
-        self, request: service_domain_pb2.DeleteDomainRequest, context: Any
+        self, request: service_domain_pb2.DeleteDomainRequest, context: grpc.aio.ServicerContext
     ) -> service_domain_pb2.DeleteDomainResponse:
         v.validate_domain_name_request(request)
         # Deleting needs "no executions left" and the store protocol has no delete yet.
@@ -281,7 +282,7 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
 
     @rpc
     async def FailoverDomain(
-        self, request: service_domain_pb2.FailoverDomainRequest, context: Any
+        self, request: service_domain_pb2.FailoverDomainRequest, context: grpc.aio.ServicerContext
     ) -> service_domain_pb2.FailoverDomainResponse:
         v.check_domain(request.domain_name)
         check_values(request)
@@ -293,7 +294,9 @@ class DomainHandler(service_domain_pb2_grpc.DomainAPIServicer):
 
     @rpc
     async def ListFailoverHistory(
-        self, request: service_domain_pb2.ListFailoverHistoryRequest, context: Any
+        self,
+        request: service_domain_pb2.ListFailoverHistoryRequest,
+        context: grpc.aio.ServicerContext,
     ) -> service_domain_pb2.ListFailoverHistoryResponse:
         # A single cluster never fails over, so every domain's history is empty.
         return service_domain_pb2.ListFailoverHistoryResponse()

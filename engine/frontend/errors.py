@@ -40,6 +40,7 @@ from typing import Any, Final, NoReturn, TypeVar
 import grpc
 import structlog
 from cadence.api.v1 import error_pb2
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
@@ -115,7 +116,7 @@ def grpc_code(err: ServiceError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _details(err: ServiceError, cluster: str) -> Any:
+def _details(err: ServiceError, cluster: str) -> Message | None:
     """The typed `uber.cadence.api.v1` message for details[0], or None (no details)."""
     if isinstance(err, EntityNotExistsError):
         return error_pb2.EntityNotExistsError(current_cluster=cluster, active_cluster=cluster)
@@ -155,8 +156,8 @@ def _capped(message: str) -> str:
 
 
 def status_proto(
-    code: grpc.StatusCode, message: str, details: Any = None, *, error_id: str = ""
-) -> Any:
+    code: grpc.StatusCode, message: str, details: Message | None = None, *, error_id: str = ""
+) -> status_pb2.Status:
     """The `google.rpc.Status` of a call: the one place a status is built (see module doc).
 
     An INTERNAL status carries `internal_message(error_id)` whatever `message` says; any
@@ -170,7 +171,9 @@ def status_proto(
     return st
 
 
-def to_rpc_status(err: ServiceError, *, cluster: str = CLUSTER_NAME, error_id: str = "") -> Any:
+def to_rpc_status(
+    err: ServiceError, *, cluster: str = CLUSTER_NAME, error_id: str = ""
+) -> status_pb2.Status:
     """The `google.rpc.Status` for `err`: code, message and (for typed errors) details[0]."""
     return status_proto(grpc_code(err), err.message, _details(err, cluster), error_id=error_id)
 
@@ -182,7 +185,7 @@ def to_grpc_status(
     return rpc_status.to_status(to_rpc_status(err, cluster=cluster, error_id=error_id))
 
 
-def rpc_service_echo(context: Any) -> tuple[tuple[str, str], ...]:
+def rpc_service_echo(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
     """The trailer echoing the request's `rpc-service` header, or nothing without one."""
     for key, value in context.invocation_metadata() or ():
         if key == RPC_SERVICE_KEY:
@@ -191,7 +194,9 @@ def rpc_service_echo(context: Any) -> tuple[tuple[str, str], ...]:
 
 
 async def abort_with(
-    context: Any, st: Any, trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+    context: grpc.aio.ServicerContext,
+    st: status_pb2.Status,
+    trailing_metadata: tuple[tuple[str, str | bytes], ...] = (),
 ) -> NoReturn:
     """End the call with the `google.rpc.Status` `st`; extra trailers (the YARPC echo) ride
     along.
@@ -208,7 +213,7 @@ async def abort_with(
 
 
 async def abort(
-    context: Any,
+    context: grpc.aio.ServicerContext,
     err: ServiceError,
     *,
     cluster: str = CLUSTER_NAME,
@@ -223,7 +228,9 @@ async def abort(
 T = TypeVar("T")
 
 
-async def guard(name: str, context: Any, call: Awaitable[T], *, cluster: str = CLUSTER_NAME) -> T:
+async def guard(
+    name: str, context: grpc.aio.ServicerContext, call: Awaitable[T], *, cluster: str = CLUSTER_NAME
+) -> T:
     """Run one RPC named `name` (await `call`), answering failures as Cadence does.
 
     - A `ServiceError` becomes its Cadence status (see module doc).
@@ -274,15 +281,15 @@ RPC_METHOD_ATTR: Final = "__cadenza_rpc_method__"
 
 
 def rpc(
-    method: Callable[[S, Req, Any], Awaitable[Resp]],
-) -> Callable[[S, Req, Any], Coroutine[Any, Any, Resp]]:
+    method: Callable[[S, Req, grpc.aio.ServicerContext], Awaitable[Resp]],
+) -> Callable[[S, Req, grpc.aio.ServicerContext], Coroutine[Any, Any, Resp]]:
     """Wrap `async def Method(self, request, context)` of a grpc.aio servicer in `guard`.
 
     The servicer's `cluster_name` attribute, if any, names the cluster in error details.
     """
 
     @functools.wraps(method)
-    async def wrapper(self: S, request: Req, context: Any) -> Resp:
+    async def wrapper(self: S, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         cluster = getattr(self, "cluster_name", CLUSTER_NAME)
         return await guard(
             method.__name__, context, method(self, request, context), cluster=cluster

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Final
+from typing import Final
 
 import grpc
 import structlog
@@ -50,6 +50,7 @@ from cadence.api.v1 import (
 )
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
 from engine.errors import BadRequestError
 from engine.frontend.errors import (
@@ -104,11 +105,11 @@ class Undecodable:
     reason: str
 
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[bytes]]
+Handler = Callable[[Message | Undecodable, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
-def _deserializer(message_class: Any) -> Callable[[bytes], Any]:
-    def parse(data: bytes) -> Any:
+def _deserializer(message_class: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+    def parse(data: bytes) -> Message | Undecodable:
         try:
             return message_class.FromString(data)
         except Exception as exc:  # noqa: BLE001  (any parse failure is the client's)
@@ -117,7 +118,9 @@ def _deserializer(message_class: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-def _implementation(servicer: Any, service: Service, method: str) -> Any | None:
+def _implementation(
+    servicer: object, service: Service, method: str
+) -> Callable[..., Awaitable[Message]] | None:
     """The servicer's own coroutine function for `method` (undecorated from `rpc`), or None
     when the servicer leaves it to the generated base, which only raises."""
     if servicer is None:
@@ -125,15 +128,18 @@ def _implementation(servicer: Any, service: Service, method: str) -> Any | None:
     fn = getattr(type(servicer), method, None)
     if fn is None or fn is getattr(service.base, method, None):
         return None
-    return getattr(fn, RPC_METHOD_ATTR, fn)
+    impl: Callable[..., Awaitable[Message]] = getattr(fn, RPC_METHOD_ATTR, fn)
+    return impl
 
 
-def _handler(servicer: Any, service: Service, method: MethodDescriptor) -> Handler:
+def _handler(servicer: object, service: Service, method: MethodDescriptor) -> Handler:
     name = method.name
     impl = _implementation(servicer, service, name)
     cluster = getattr(servicer, "cluster_name", CLUSTER_NAME)
 
-    async def unimplemented(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+    async def unimplemented(
+        request: Message | Undecodable, context: grpc.aio.ServicerContext
+    ) -> bytes:
         log.warning("rpc_unimplemented", service=service.name, rpc_method=name)
         st = status_proto(
             grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented by this server."
@@ -143,13 +149,13 @@ def _handler(servicer: Any, service: Service, method: MethodDescriptor) -> Handl
     if impl is None:
         return unimplemented
 
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+    async def call(request: Message, context: grpc.aio.ServicerContext) -> bytes:
         # Serialized inside the guard: no exception of ours reaches grpc.
         response = await impl(servicer, request, context)
         data: bytes = response.SerializeToString()
         return data
 
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+    async def handle(request: Message | Undecodable, context: grpc.aio.ServicerContext) -> bytes:
         if isinstance(request, Undecodable):
             log.warning(
                 "rpc_request_undecodable",
@@ -165,7 +171,7 @@ def _handler(servicer: Any, service: Service, method: MethodDescriptor) -> Handl
     return handle
 
 
-def add_services(server: grpc.aio.Server, servicers: Mapping[str, Any]) -> None:
+def add_services(server: grpc.aio.Server, servicers: Mapping[str, object]) -> None:
     """Register every API service on `server`, `servicers[service name]` serving it.
 
     A service with no servicer here (ScheduleAPI) answers UNIMPLEMENTED for every method.

@@ -21,7 +21,7 @@ import re
 import uuid
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final, Protocol, TypeAlias
 
 from cadence.api.v1 import (
     common_pb2,
@@ -35,6 +35,7 @@ from cadence.api.v1 import (
     tasklist_pb2,
     workflow_pb2,
 )
+from google.protobuf.message import Message
 
 from engine.errors import BadRequestError, quote
 from engine.execution.checks import cron_period_seconds, cron_problem
@@ -100,6 +101,46 @@ class _HasSeconds(Protocol):
 class _Message(Protocol):
     def ByteSize(self) -> int: ...
 
+
+# The request types that validators shared by several RPCs accept.
+ExecutionRequest: TypeAlias = (
+    service_workflow_pb2.RestartWorkflowExecutionRequest
+    | service_workflow_pb2.RefreshWorkflowTasksRequest
+    | service_workflow_pb2.DiagnoseWorkflowExecutionRequest
+    | service_worker_pb2.ResetStickyTaskListRequest
+)
+PollRequest: TypeAlias = (
+    service_worker_pb2.PollForDecisionTaskRequest | service_worker_pb2.PollForActivityTaskRequest
+)
+ActivityResponse: TypeAlias = (
+    service_worker_pb2.RespondActivityTaskCompletedRequest
+    | service_worker_pb2.RespondActivityTaskFailedRequest
+    | service_worker_pb2.RespondActivityTaskCanceledRequest
+    | service_worker_pb2.RecordActivityTaskHeartbeatRequest
+)
+ActivityByIdRequest: TypeAlias = (
+    service_worker_pb2.RespondActivityTaskCompletedByIDRequest
+    | service_worker_pb2.RespondActivityTaskFailedByIDRequest
+    | service_worker_pb2.RespondActivityTaskCanceledByIDRequest
+    | service_worker_pb2.RecordActivityTaskHeartbeatByIDRequest
+)
+TokenRequest: TypeAlias = (
+    ActivityResponse
+    | service_worker_pb2.RespondDecisionTaskCompletedRequest
+    | service_worker_pb2.RespondDecisionTaskFailedRequest
+)
+StartTimeRequest: TypeAlias = (
+    service_visibility_pb2.ListOpenWorkflowExecutionsRequest
+    | service_visibility_pb2.ListClosedWorkflowExecutionsRequest
+)
+ListRequest: TypeAlias = (
+    service_visibility_pb2.ListWorkflowExecutionsRequest
+    | service_visibility_pb2.ScanWorkflowExecutionsRequest
+    | service_visibility_pb2.ListArchivedWorkflowExecutionsRequest
+)
+DomainNameRequest: TypeAlias = (
+    service_domain_pb2.DeprecateDomainRequest | service_domain_pb2.DeleteDomainRequest
+)
 
 # Decodes an opaque task token; raises on garbage. Owned by the token module.
 TokenDecoder = Callable[[bytes], object]
@@ -187,7 +228,7 @@ def check_request_id(request_id: str, *, required: bool) -> None:
         raise BadRequestError(f"requestId {json.dumps(quote(request_id))} is not a valid UUID")
 
 
-def check_task_list(request: Any, field: str = "task_list") -> None:
+def check_task_list(request: Message, field: str = "task_list") -> None:
     """`request.<field>` must be a TaskList with a name of at most MAX_ID_LENGTH."""
     task_list: tasklist_pb2.TaskList = getattr(request, field)
     if not request.HasField(field) or not task_list.name:
@@ -196,7 +237,7 @@ def check_task_list(request: Any, field: str = "task_list") -> None:
         raise BadRequestError("TaskList length exceeds limit.")
 
 
-def check_execution(request: Any, field: str = "workflow_execution") -> None:
+def check_execution(request: Message, field: str = "workflow_execution") -> None:
     """`request.<field>` must name a workflow_id; a run_id, if given, must be a UUID."""
     if not request.HasField(field):
         raise BadRequestError("Execution is not set on request.")
@@ -491,7 +532,7 @@ def validate_get_task_lists_by_domain_request(
     check_values(request)
 
 
-def validate_execution_request(request: Any) -> None:
+def validate_execution_request(request: ExecutionRequest) -> None:
     """Requests that carry only (domain, workflow_execution[, identity]): Restart,
     RefreshWorkflowTasks, DiagnoseWorkflowExecution, ResetStickyTaskList."""
     check_domain(request.domain)
@@ -504,7 +545,7 @@ def validate_execution_request(request: Any) -> None:
 # --- WorkerAPI ------------------------------------------------------------------------------
 
 
-def validate_poll_request(request: Any) -> None:
+def validate_poll_request(request: PollRequest) -> None:
     """PollForDecisionTask and PollForActivityTask."""
     check_domain(request.domain)
     check_task_list(request)
@@ -512,7 +553,7 @@ def validate_poll_request(request: Any) -> None:
     check_values(request)
 
 
-def _check_token_request(request: Any, decode: TokenDecoder | None) -> None:
+def _check_token_request(request: TokenRequest, decode: TokenDecoder | None) -> None:
     check_task_token(request.task_token, decode)
     check_identity(request.identity)
 
@@ -534,7 +575,9 @@ def validate_decision_failed_request(
     check_values(request)
 
 
-def validate_activity_response(request: Any, decode: TokenDecoder | None = None) -> None:
+def validate_activity_response(
+    request: ActivityResponse, decode: TokenDecoder | None = None
+) -> None:
     """RespondActivityTask{Completed,Failed,Canceled} and RecordActivityTaskHeartbeat.
 
     Oversized results are not rejected here: Cadence turns them into a failed activity,
@@ -552,7 +595,7 @@ def validate_query_completed_request(
     check_values(request)
 
 
-def validate_activity_by_id(request: Any) -> None:
+def validate_activity_by_id(request: ActivityByIdRequest) -> None:
     """RespondActivityTask{Completed,Failed,Canceled}ByID and RecordActivityTaskHeartbeatByID."""
     check_domain(request.domain)
     check_execution(request)
@@ -565,7 +608,7 @@ def validate_activity_by_id(request: Any) -> None:
 # --- VisibilityAPI --------------------------------------------------------------------------
 
 
-def _check_start_time_filter(request: Any) -> None:
+def _check_start_time_filter(request: StartTimeRequest) -> None:
     if not request.HasField("start_time_filter"):
         raise BadRequestError("StartTimeFilter is required")
     flt = request.start_time_filter
@@ -605,7 +648,7 @@ def validate_list_closed_request(
     check_values(request)
 
 
-def validate_list_request(request: Any) -> None:
+def validate_list_request(request: ListRequest) -> None:
     """ListWorkflowExecutions, ScanWorkflowExecutions, ListArchivedWorkflowExecutions.
 
     The query itself is parsed (and rejected) by the visibility query module.
@@ -674,7 +717,7 @@ def validate_update_domain_request(request: service_domain_pb2.UpdateDomainReque
     check_values(request)
 
 
-def validate_domain_name_request(request: Any) -> None:
+def validate_domain_name_request(request: DomainNameRequest) -> None:
     """DeprecateDomain and DeleteDomain: a name is all they carry."""
     check_domain(request.name)
     check_values(request)

@@ -159,6 +159,7 @@ class _Walker:
             else:
                 self.one(spec, value, where)
 
+    # Any: a field's value as ListFields gives it, of the kind `spec.check` names.
     def one(self, spec: _Field, value: Any, where: str) -> None:
         check = spec.check
         if check == "message":

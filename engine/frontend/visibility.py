@@ -69,7 +69,7 @@ class VisibilityHandler(service_visibility_pb2_grpc.VisibilityAPIServicer):
         self, domain_name: str, query: vq.Query, page_size: int, token: bytes
     ) -> tuple[list[workflow_pb2.WorkflowExecutionInfo], bytes]:
         domain = await self.fe.domains.resolve(domain_name)
-        records, next_token = await self.fe.store.query_visibility(
+        records, next_token = await self.fe.visibility.query_visibility(
             domain.id, query, _page_size(page_size), token
         )
         return [_info(r) for r in records], next_token
@@ -157,7 +157,7 @@ class VisibilityHandler(service_visibility_pb2_grpc.VisibilityAPIServicer):
         v.validate_count_request(request)
         query = vq.parse_query(request.query)
         domain = await self.fe.domains.resolve(request.domain)
-        count = await self.fe.store.count_visibility(domain.id, query)
+        count = await self.fe.visibility.count_visibility(domain.id, query)
         return pb.CountWorkflowExecutionsResponse(count=count)
 
     @rpc

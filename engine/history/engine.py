@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -29,7 +30,7 @@ from engine.history.channel import RunChange
 from engine.model.commands import Command, Reply, decode_command
 from engine.model.state import MutableState, decode_state
 from engine.model.tasks import TimerTask, TransferTask
-from engine.persistence.protocols import CurrentRun, Store
+from engine.persistence.protocols import CurrentRun, DomainStore, ExecutionStore
 from engine.queues.protocols import Record
 
 log = structlog.get_logger(__name__)
@@ -70,13 +71,18 @@ def error_reply(cmd: Command, err: ServiceError) -> Reply:
     )
 
 
+class ShardEngineStore(ExecutionStore, DomainStore, Protocol):
+    """What a shard's apply loop reads and writes: its runs (one fenced write per batch), and
+    domains, which a decision naming another domain's task list must find."""
+
+
 class ShardEngine:
     def __init__(
         self,
         shard_id: int,
         range_id: int,
         applied_offset: int,
-        store: Store,
+        store: ShardEngineStore,
         clock: Clock,
         allowed_search_attributes: frozenset[str],
         cache_size: int = 10_000,

@@ -60,7 +60,7 @@ import os
 import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, TypeAlias, TypeVar, cast
 
 import structlog
 from redis.asyncio import ConnectionPool, Redis
@@ -74,6 +74,8 @@ from engine.matching.protocols import PolledTask, PollerInfo, TaskType
 __all__ = ["RedisTaskMatcher"]
 
 _T = TypeVar("_T")
+# What a command or script takes as an argument; its reply is whatever the script returns.
+ScriptArg: TypeAlias = str | int | float | bytes
 
 log = structlog.get_logger(__name__)
 
@@ -535,7 +537,7 @@ class RedisTaskMatcher:
             while True:
                 now = self._clock.now_ns()
                 take_keys = [keys.backlog, inflight, self._leases, keys.pollers, keys.ttl]
-                take_args = [now, now + self._lease_ns, identity, self._pollers_px]
+                take_args: list[ScriptArg] = [now, now + self._lease_ns, identity, self._pollers_px]
                 item = await self._eval_on(conn, _S_TAKE, take_keys, take_args)
                 if item is None:
                     remaining = deadline - loop.time()
@@ -706,7 +708,7 @@ class RedisTaskMatcher:
         # A (re)connected socket is a new server-side client.
         self._client_ids.pop(conn, None)
 
-    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[ScriptArg]) -> Any:
         redis = self._client()
         try:
             return await redis.evalsha(script.sha, len(keys), *keys, *args)
@@ -716,7 +718,7 @@ class RedisTaskMatcher:
 
     @staticmethod
     async def _eval_on(
-        conn: AbstractConnection, script: _Script, keys: Sequence[str], args: Sequence[Any]
+        conn: AbstractConnection, script: _Script, keys: Sequence[str], args: Sequence[ScriptArg]
     ) -> Any:
         try:
             return await _call_on(conn, "EVALSHA", script.sha, len(keys), *keys, *args)
@@ -733,7 +735,7 @@ class RedisTaskMatcher:
             _raise_if_cancelled()  # stop() must not wait on a cancellation redis-py dropped
 
 
-async def _call_on(conn: AbstractConnection, *args: Any) -> Any:
+async def _call_on(conn: AbstractConnection, *args: ScriptArg) -> Any:
     """One command on a connection the caller holds; its reply."""
     await conn.send_command(*args)
     _raise_if_cancelled()

@@ -25,6 +25,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.visibility.query import Query
+
 
 @dataclass(slots=True)
 class ShardInfo:
@@ -217,7 +219,9 @@ class ShardStore(Protocol):
     async def get_shard(self, shard_id: int) -> ShardInfo | None: ...
 
 
-class ExecutionStore(Protocol):
+class RunStore(Protocol):
+    """Reads of one run: what a reader of mutable state needs (`engine.history.reader`)."""
+
     async def get_current_run(
         self, shard_id: int, domain_id: str, workflow_id: str
     ) -> CurrentRun | None: ...
@@ -225,6 +229,10 @@ class ExecutionStore(Protocol):
     async def get_run(
         self, shard_id: int, domain_id: str, workflow_id: str, run_id: str
     ) -> RunSnapshot | None: ...
+
+
+class ExecutionStore(RunStore, Protocol):
+    """Runs and the shard's outbox: what the shard owner reads and writes."""
 
     async def write_shard(self, write: ShardWrite) -> None:
         """Apply a whole group-commit batch atomically, fenced by range_id (see module doc)."""
@@ -327,15 +335,15 @@ class VisibilityStore(Protocol):
     async def query_visibility(
         self,
         domain_id: str,
-        query: Any,
+        query: Query,
         page_size: int,
         token: bytes,
     ) -> tuple[list[VisibilityRecord], bytes]:
-        """Records matching a parsed `engine.visibility.query.Query`, in its order (default:
+        """Records matching a parsed query, in its order (default:
         start time, newest first); token b"" on the last page."""
         ...
 
-    async def count_visibility(self, domain_id: str, query: Any) -> int: ...
+    async def count_visibility(self, domain_id: str, query: Query) -> int: ...
 
     async def get_visibility(
         self, domain_id: str, workflow_id: str, run_id: str

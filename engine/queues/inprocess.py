@@ -109,7 +109,7 @@ def _load_partitions(conn: sqlite3.Connection) -> list[tuple[str, int, int, int]
 def _append(
     conn: sqlite3.Connection,
     rows: list[tuple[str, int, int, bytes]],
-    ends: list[tuple[Any, ...]],
+    ends: list[tuple[str, int, int]],
     offsets: list[tuple[str, str, int, int]],
 ) -> None:
     if offsets:

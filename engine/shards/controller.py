@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from typing import Protocol
 
 import structlog
 
@@ -24,12 +25,12 @@ from engine.clock import Clock
 from engine.errors import BadRequestError, ShardOwnershipLostError
 from engine.history.batch import RunKey, WorkflowKey
 from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, ReplySink
-from engine.history.engine import UNSTORABLE_MESSAGE, ShardEngine, error_reply
+from engine.history.engine import UNSTORABLE_MESSAGE, ShardEngine, ShardEngineStore, error_reply
 from engine.history.handlers import dispatch
 from engine.history.watch import RunWatcher
 from engine.model.commands import decode_command, encode_command, refresh_tasks
 from engine.model.tasks import TimerTask, TransferTask, encode_task
-from engine.persistence.protocols import CurrentRun, OutboxTask, ShardWrite, Store
+from engine.persistence.protocols import CurrentRun, OutboxTask, ShardStore, ShardWrite
 from engine.queues.protocols import LogConsumer, Record, TaskLog
 from engine.queues.recovery import BatchRecovery
 
@@ -51,10 +52,15 @@ def _within_bytes(records: Sequence[Record], limit: int) -> Sequence[Record]:
     return records
 
 
+class ShardOwnerStore(ShardStore, ShardEngineStore, Protocol):
+    """What a shard owner uses: shard rows (acquire, fencing), and its engines' runs, outbox
+    and domains."""
+
+
 class ShardController:
     def __init__(
         self,
-        store: Store,
+        store: ShardOwnerStore,
         task_log: TaskLog,
         replies: ReplySink,
         clock: Clock,

@@ -26,7 +26,7 @@ from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC
 from engine.history.views import LocalState
 from engine.model.commands import Command, CommandKind, encode_command
 from engine.model.tasks import TimerKind, decode_timer
-from engine.persistence.protocols import Store, TimerRow
+from engine.persistence.protocols import TimerRow, TimerStore
 from engine.queues.protocols import Record, TaskLog
 from engine.queues.workers import PartitionWorkers
 
@@ -43,7 +43,7 @@ class _Gate:
     def __init__(
         self,
         shard_id: int,
-        store: Store,
+        store: TimerStore,
         task_log: TaskLog,
         clock: Clock,
         window_s: float,
@@ -160,7 +160,7 @@ class TimerProcessor:
     def __init__(
         self,
         task_log: TaskLog,
-        store: Store,
+        store: TimerStore,
         clock: Clock,
         window_s: float = 60.0,
         closed: LocalState | None = None,

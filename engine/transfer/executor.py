@@ -19,13 +19,11 @@ from engine.errors import (
     WorkflowExecutionAlreadyStartedError,
 )
 from engine.history.bus import CommandBus
-from engine.history.views import LocalState
-from engine.ids import shard_for
+from engine.history.reader import RunReader
 from engine.matching.protocols import TaskMatcher, TaskType
 from engine.model.commands import Command, CommandKind
-from engine.model.state import ExternalRequestInfo, MutableState, decode_state
+from engine.model.state import ExternalRequestInfo, MutableState
 from engine.model.tasks import DispatchTask, TransferKind, TransferTask, encode_dispatch
-from engine.persistence.protocols import Store
 
 log = structlog.get_logger(__name__)
 
@@ -38,19 +36,15 @@ CLOSE_CONTINUED_AS_NEW = workflow_pb2.WORKFLOW_EXECUTION_CLOSE_STATUS_CONTINUED_
 class TransferExecutor:
     def __init__(
         self,
-        store: Store,
+        runs: RunReader,
         matcher: TaskMatcher,
         bus: CommandBus,
         resolve_domain: DomainResolver,
-        num_shards: int,
-        local: LocalState | None = None,
     ) -> None:
-        self.local = local
-        self.store = store
+        self.runs = runs
         self.matcher = matcher
         self.bus = bus
         self.resolve_domain = resolve_domain
-        self.num_shards = num_shards
         self._handlers: dict[TransferKind, Callable[[TransferTask], Awaitable[None]]] = {
             TransferKind.DECISION_TASK: self.handle_decision_task,
             TransferKind.ACTIVITY_TASK: self.handle_activity_task,
@@ -64,13 +58,8 @@ class TransferExecutor:
         await self._handlers[task.kind](task)
 
     async def _state(self, task: TransferTask) -> MutableState | None:
-        shard = shard_for(task.workflow_id, self.num_shards)
-        if self.local is not None:
-            raw = self.local.run_state(shard, (task.domain_id, task.workflow_id, task.run_id))
-            if raw is not None:
-                return decode_state(raw)
-        snap = await self.store.get_run(shard, task.domain_id, task.workflow_id, task.run_id)
-        return decode_state(snap.state) if snap is not None else None
+        """The task's run as last written; None when it does not exist (a stale task)."""
+        return await self.runs.find(task.domain_id, task.workflow_id, task.run_id)
 
     # -- dispatch ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from engine.errors import EngineError
 from engine.history.bus import CommandBus
 from engine.matching.protocols import TaskMatcher
 from engine.model.commands import refresh_tasks
-from engine.persistence.protocols import Store
+from engine.persistence.protocols import ExecutionStore
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,7 @@ class BacklogRecovery:
     def __init__(
         self,
         matcher: TaskMatcher,
-        store: Store,
+        store: ExecutionStore,
         bus: CommandBus,
         owned: Callable[[], set[int]],
         interval_s: float = 2.0,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any
 
 from engine.errors import PersistenceError
 from engine.persistence.cassandra import visibility
@@ -39,6 +38,7 @@ from engine.persistence.protocols import (
     TimerRow,
     VisibilityRecord,
 )
+from engine.visibility.query import Query
 
 
 class _Parts:
@@ -235,14 +235,14 @@ class CassandraStore:
     async def query_visibility(
         self,
         domain_id: str,
-        query: Any,
+        query: Query,
         page_size: int,
         token: bytes,
     ) -> tuple[list[VisibilityRecord], bytes]:
         p = self._p
         return await visibility.query(p.db, p.st, domain_id, query, page_size, token)
 
-    async def count_visibility(self, domain_id: str, query: Any) -> int:
+    async def count_visibility(self, domain_id: str, query: Query) -> int:
         p = self._p
         return await visibility.count(p.db, p.st, domain_id, query)
 

@@ -29,6 +29,7 @@ from engine.persistence.cassandra import evaluate
 from engine.persistence.cassandra.aio import CqlSession, Row
 from engine.persistence.cassandra.cql import Statements
 from engine.persistence.protocols import VisibilityRecord
+from engine.visibility.query import Query
 
 _TOKEN_PREFIX = b"v1:"
 _FETCH_SIZE = 1000
@@ -137,7 +138,7 @@ def decode_token(token: bytes) -> int:
 
 
 async def query(
-    db: CqlSession, st: Statements, domain_id: str, parsed: Any, page_size: int, token: bytes
+    db: CqlSession, st: Statements, domain_id: str, parsed: Query, page_size: int, token: bytes
 ) -> tuple[list[VisibilityRecord], bytes]:
     if page_size < 1:
         raise ValueError(f"page_size must be positive, got {page_size}")
@@ -149,6 +150,6 @@ async def query(
     return page, encode_token(offset + page_size) if more else b""
 
 
-async def count(db: CqlSession, st: Statements, domain_id: str, parsed: Any) -> int:
+async def count(db: CqlSession, st: Statements, domain_id: str, parsed: Query) -> int:
     records = [_record(r) for r in await _domain_records(db, st, domain_id)]
     return evaluate.count(records, parsed)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any
 
 from engine.persistence.protocols import (
     CurrentRun,
@@ -30,6 +29,7 @@ from engine.persistence.protocols import (
 )
 from engine.persistence.sqlite import cluster, domains, executions, schedules, visibility
 from engine.persistence.sqlite.db import SqliteDatabase
+from engine.visibility.query import Query
 
 
 class SqliteStore:
@@ -220,13 +220,13 @@ class SqliteStore:
     async def query_visibility(
         self,
         domain_id: str,
-        query: Any,
+        query: Query,
         page_size: int,
         token: bytes,
     ) -> tuple[list[VisibilityRecord], bytes]:
         return await self._db.read(visibility.query, domain_id, query, page_size, token)
 
-    async def count_visibility(self, domain_id: str, query: Any) -> int:
+    async def count_visibility(self, domain_id: str, query: Query) -> int:
         return await self._db.read(visibility.count, domain_id, query)
 
     async def get_visibility(

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import BadRequestError
 from engine.persistence.protocols import VisibilityRecord
+
+if TYPE_CHECKING:
+    from engine.visibility.query import Query
 
 _COLUMNS = (
     "domain_id, workflow_id, run_id, workflow_type, start_time, execution_time, close_time, "
@@ -86,7 +89,7 @@ def decode_token(token: bytes) -> int:
     return offset
 
 
-def _compile(parsed: Any) -> tuple[str, list[Any], str]:
+def _compile(parsed: Query) -> tuple[str, list[Any], str]:
     # Imported at call time: the query language is another package, needed only when a list
     # query runs, and the store must not depend on it at import time.
     from engine.visibility.sqlite_sql import compile_sqlite
@@ -98,7 +101,7 @@ def _compile(parsed: Any) -> tuple[str, list[Any], str]:
 
 
 def query(
-    conn: sqlite3.Connection, domain_id: str, parsed: Any, page_size: int, token: bytes
+    conn: sqlite3.Connection, domain_id: str, parsed: Query, page_size: int, token: bytes
 ) -> tuple[list[VisibilityRecord], bytes]:
     if page_size < 1:
         raise ValueError(f"page_size must be positive, got {page_size}")
@@ -115,7 +118,7 @@ def query(
     return records, next_token
 
 
-def count(conn: sqlite3.Connection, domain_id: str, parsed: Any) -> int:
+def count(conn: sqlite3.Connection, domain_id: str, parsed: Query) -> int:
     where, params, _ = _compile(parsed)
     row = conn.execute(
         f"SELECT COUNT(*) FROM visibility WHERE domain_id = ? AND ({where})",
