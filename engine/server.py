@@ -29,12 +29,13 @@ from engine.frontend.validation import SYSTEM_SEARCH_ATTRIBUTES
 from engine.frontend.visibility import VisibilityHandler
 from engine.frontend.worker import WorkerHandler
 from engine.frontend.workflow import WorkflowHandler
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, CommandBus
-from engine.history.watch import RunWatcher
 from engine.matching.factory import open_matcher
 from engine.matching.protocols import TaskMatcher
 from engine.persistence.factory import open_store, sqlite_path
 from engine.queues.factory import channel_topics, open_node_channel, open_task_log
+from engine.routing.bus import CommandBus
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
+from engine.routing.watch import RunWatcher
 from engine.shards.controller import ShardController
 from engine.startup import (
     NodeLeaseKeeper,

@@ -9,13 +9,13 @@ from cadence.api.v1 import history_pb2
 
 from engine.clock import Clock
 from engine.errors import EntityNotExistsError, quote
-from engine.history.bus import CommandBus
 from engine.history.views import LocalState
-from engine.history.watch import RunWatcher
 from engine.ids import shard_for
 from engine.matching.protocols import TaskMatcher
 from engine.model.state import MutableState, decode_state
 from engine.persistence.protocols import Store
+from engine.routing.bus import CommandBus
+from engine.routing.watch import RunWatcher
 
 
 @dataclass

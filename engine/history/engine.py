@@ -25,11 +25,11 @@ from engine.errors import (
 from engine.execution.mutation import RunMutation
 from engine.execution.starts import StartParams
 from engine.history.batch import Batch, RunKey, WorkflowKey
-from engine.history.channel import RunChange
 from engine.model.commands import Command, Reply, decode_command
 from engine.model.state import MutableState, decode_state
 from engine.model.tasks import TimerTask, TransferTask
 from engine.persistence.protocols import CurrentRun, Store
+from engine.queues.channel import RunChange
 from engine.queues.protocols import Record
 
 log = structlog.get_logger(__name__)

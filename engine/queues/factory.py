@@ -14,8 +14,8 @@ import importlib
 from collections.abc import Mapping
 from typing import cast
 
-from engine.history.channel import NodeChannel
 from engine.persistence.protocols import Store
+from engine.queues.channel import NodeChannel
 from engine.queues.protocols import TaskLog
 
 

@@ -23,15 +23,16 @@ import structlog
 from engine.clock import Clock
 from engine.errors import BadRequestError, ShardOwnershipLostError
 from engine.history.batch import RunKey, WorkflowKey
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, ReplySink
 from engine.history.engine import UNSTORABLE_MESSAGE, ShardEngine, error_reply
 from engine.history.handlers import dispatch
-from engine.history.watch import RunWatcher
 from engine.model.commands import decode_command, encode_command, refresh_tasks
 from engine.model.tasks import TimerTask, TransferTask, encode_task
 from engine.persistence.protocols import CurrentRun, OutboxTask, ShardWrite, Store
 from engine.queues.protocols import LogConsumer, Record, TaskLog
 from engine.queues.recovery import BatchRecovery
+from engine.routing.bus import ReplySink
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
+from engine.routing.watch import RunWatcher
 
 log = structlog.get_logger(__name__)
 

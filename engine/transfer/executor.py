@@ -18,7 +18,6 @@ from engine.errors import (
     EntityNotExistsError,
     WorkflowExecutionAlreadyStartedError,
 )
-from engine.history.bus import CommandBus
 from engine.history.views import LocalState
 from engine.ids import shard_for
 from engine.matching.protocols import TaskMatcher, TaskType
@@ -26,6 +25,7 @@ from engine.model.commands import Command, CommandKind
 from engine.model.state import ExternalRequestInfo, MutableState, decode_state
 from engine.model.tasks import DispatchTask, TransferKind, TransferTask, encode_dispatch
 from engine.persistence.protocols import Store
+from engine.routing.bus import CommandBus
 
 log = structlog.get_logger(__name__)
 

@@ -41,7 +41,6 @@ from engine.errors import (
 )
 from engine.execution.protos import MAX_DURATION_SECONDS
 from engine.history.batch import Batch
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, CommandBus
 from engine.history.engine import FAILED_MESSAGE, UNSTORABLE_MESSAGE, ShardEngine
 from engine.history.handlers import dispatch
 from engine.model.commands import Command, CommandKind, Reply, encode_command
@@ -50,6 +49,8 @@ from engine.persistence.protocols import ShardWrite
 from engine.persistence.sqlite.store import SqliteStore
 from engine.queues.inprocess import InProcessTaskLog
 from engine.queues.protocols import Record
+from engine.routing.bus import CommandBus
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
 from engine.shards.controller import ShardController
 
 POISON = "poison-wf"
