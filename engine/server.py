@@ -29,6 +29,8 @@ from engine.frontend.validation import SYSTEM_SEARCH_ATTRIBUTES
 from engine.frontend.visibility import VisibilityHandler
 from engine.frontend.worker import WorkerHandler
 from engine.frontend.workflow import WorkflowHandler
+from engine.history.engine import ShardEngine
+from engine.history.handlers import dispatch
 from engine.matching.factory import open_matcher
 from engine.matching.protocols import TaskMatcher
 from engine.persistence.factory import open_store, sqlite_path
@@ -36,6 +38,7 @@ from engine.queues.factory import channel_topics, open_node_channel, open_task_l
 from engine.routing.bus import CommandBus
 from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
 from engine.routing.watch import RunWatcher
+from engine.shards.context import ShardContext
 from engine.shards.controller import ShardController
 from engine.startup import (
     NodeLeaseKeeper,
@@ -134,13 +137,17 @@ class Server:
         components: list[Any] = []
         self.shards: ShardController | None = None
         if "history" in roles:
+            store, clock = self.store, self.clock
+
+            def new_engine(shard: ShardContext, applied_offset: int) -> ShardEngine:
+                return ShardEngine(shard, applied_offset, store, clock, allowed, dispatch)
+
             self.shards = shards = ShardController(
                 self.store,
                 self.task_log,
                 self.bus,
-                self.clock,
                 self.node_id,
-                allowed,
+                new_engine,
                 watcher=self.watcher,
                 max_batch=cfg.max_batch,
             )
