@@ -122,7 +122,7 @@ class Server:
             await self.matcher.start()
             self._components.append(self.matcher)
         allowed = frozenset(k for k in SEARCH_ATTRIBUTE_TYPES if k not in SYSTEM_SEARCH_ATTRIBUTES)
-        self.channel = open_node_channel(self.task_log, self.node_id)
+        self.channel = open_node_channel(cfg.queues_url, self.task_log, self.node_id)
         self.bus = CommandBus(self.task_log, n, self.node_id, channel=self.channel)
         self.watcher = RunWatcher(self.channel)
         if self.channel is not None:
