@@ -5,7 +5,8 @@ may import only from layers below its own: never from a layer above, nor from an
 of its own layer. That makes the package graph acyclic by construction, and lets a newcomer
 read the architecture from the folders (docs/architecture.md, "Where things live"). Every
 import counts, including those inside functions (a backend imported lazily) and under
-TYPE_CHECKING: a back-edge there is still a back-edge.
+TYPE_CHECKING: a back-edge there is still a back-edge. The drivers of the distributed extra
+(Cassandra, Kafka, Redis) are imported only by their backends.
 
 An ast walk rather than import-linter: the rule fits in this file, needs no dependency, and
 its failure names the importing file and line.
@@ -37,6 +38,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("command line", {"cli"}),
 ]
 RANK = {pkg: rank for rank, (_, pkgs) in enumerate(LAYERS) for pkg in pkgs}
+# The drivers of the distributed extra, each imported only by the backends of one package.
+DRIVERS = {"cassandra": "persistence", "aiokafka": "queues", "redis": "matching"}
 
 
 def package_of(module: str) -> str | None:
@@ -86,6 +89,17 @@ def test_imports_only_go_down() -> None:
         if RANK[dst] >= RANK[src]
     ]
     assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+def test_drivers_stay_in_their_backends() -> None:
+    strays = [
+        f"{path.relative_to(ENGINE.parent)}:{line}: imports {module}"
+        for path in sorted(ENGINE.rglob("*.py"))
+        for module, line in imports(path)
+        if module.split(".")[0] in DRIVERS
+        and path.relative_to(ENGINE).parts[0] != DRIVERS[module.split(".")[0]]
+    ]
+    assert not strays, "a driver imported outside its backend:\n" + "\n".join(strays)
 
 
 def test_no_cycles_between_packages() -> None:
