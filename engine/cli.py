@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_run_serve(config, args))
         return asyncio.run(_schema_apply(config))
     except (StartupError, PersistenceError, ValueError) as exc:
-        # ValueError: a URL no backend takes (open_store, open_task_log).
+        # ValueError: a URL no backend takes (engine.backends.BackendUrlError).
         print(f"cadenza: {exc}", file=sys.stderr)
         return 1
 

@@ -29,13 +29,17 @@ from engine.frontend.validation import SYSTEM_SEARCH_ATTRIBUTES
 from engine.frontend.visibility import VisibilityHandler
 from engine.frontend.worker import WorkerHandler
 from engine.frontend.workflow import WorkflowHandler
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, CommandBus
+from engine.history.engine import ShardEngine
+from engine.history.handlers import dispatch
 from engine.history.reader import RunReader
-from engine.history.watch import RunWatcher
 from engine.matching.factory import open_matcher
 from engine.matching.protocols import TaskMatcher
 from engine.persistence.factory import open_store, sqlite_path
 from engine.queues.factory import channel_topics, open_node_channel, open_task_log
+from engine.routing.bus import CommandBus
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
+from engine.routing.watch import RunWatcher
+from engine.shards.context import ShardContext
 from engine.shards.controller import ShardController
 from engine.startup import (
     NodeLeaseKeeper,
@@ -131,7 +135,7 @@ class Server:
             await self.matcher.start()
             self._components.append(self.matcher)
         allowed = frozenset(k for k in SEARCH_ATTRIBUTE_TYPES if k not in SYSTEM_SEARCH_ATTRIBUTES)
-        self.channel = open_node_channel(self.task_log, self.node_id)
+        self.channel = open_node_channel(cfg.queues_url, self.task_log, self.node_id)
         self.bus = CommandBus(self.task_log, n, self.node_id, channel=self.channel)
         self.watcher = RunWatcher(self.channel)
         if self.channel is not None:
@@ -146,13 +150,17 @@ class Server:
         components: list[_Role] = []
         self.shards: ShardController | None = None
         if "history" in roles:
+            store, clock = self.store, self.clock
+
+            def new_engine(shard: ShardContext, applied_offset: int) -> ShardEngine:
+                return ShardEngine(shard, applied_offset, store, clock, allowed, dispatch)
+
             self.shards = shards = ShardController(
                 self.store,
                 self.task_log,
                 self.bus,
-                self.clock,
                 self.node_id,
-                allowed,
+                new_engine,
                 watcher=self.watcher,
                 max_batch=cfg.max_batch,
             )

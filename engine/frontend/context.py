@@ -8,12 +8,12 @@ from cadence.api.v1 import history_pb2
 
 from engine.clock import Clock
 from engine.frontend.domain import DomainHandler
-from engine.history.bus import CommandBus
 from engine.history.reader import RunReader
-from engine.history.watch import RunWatcher
 from engine.matching.protocols import TaskMatcher
 from engine.model.state import MutableState
 from engine.persistence.protocols import HistoryStore, VisibilityStore
+from engine.routing.bus import CommandBus
+from engine.routing.watch import RunWatcher
 
 
 @dataclass

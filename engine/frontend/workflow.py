@@ -28,9 +28,9 @@ from engine.frontend.describe import describe_response
 from engine.frontend.errors import rpc
 from engine.frontend.queries import run_query
 from engine.frontend.tokens import PageToken, decode_page_token, encode_page_token
-from engine.history.channel import RunChange
 from engine.matching.protocols import TaskType
 from engine.model.commands import Command, CommandKind
+from engine.queues.channel import RunChange
 
 DEFAULT_PAGE = 1000
 LONG_POLL_MAX_S = 20.0

@@ -3,7 +3,9 @@ log partition to cached mutable state, then writes everything in one fenced stor
 (group commit), and returns the replies and the tasks to publish.
 
 Exactly-once apply: the write also stores the shard's `applied_offset`, so commands that
-are delivered again after a crash (below it) are skipped.
+are delivered again after a crash (below it) are skipped. The fencing token every write
+carries and the task ids come from the shard's `ShardContext` (`engine.shards.context`); the
+shard controller creates one engine per shard it owns and feeds it its partition.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 
@@ -26,18 +27,15 @@ from engine.errors import (
 from engine.execution.mutation import RunMutation
 from engine.execution.starts import StartParams
 from engine.history.batch import Batch, RunKey, WorkflowKey
-from engine.history.channel import RunChange
 from engine.model.commands import Command, Reply, decode_command
 from engine.model.state import MutableState, decode_state
 from engine.model.tasks import TimerTask, TransferTask
-from engine.persistence.protocols import CurrentRun, DomainStore, ExecutionStore
+from engine.persistence.protocols import CurrentRun, ShardEngineStore
+from engine.queues.channel import RunChange
 from engine.queues.protocols import Record
+from engine.shards.context import ShardContext
 
 log = structlog.get_logger(__name__)
-
-# Task ids of a shard come from [range_id << 32, (range_id + 1) << 32): a new owner always
-# issues larger ids than any earlier one (Cadence's range-based task ids).
-TASK_ID_BITS = 32
 
 # What a caller hears when its command cannot be applied: never the exception's text.
 # A handler's unexpected exception is a bug, maybe of the run's state: INTERNAL, like Cadence.
@@ -71,29 +69,29 @@ def error_reply(cmd: Command, err: ServiceError) -> Reply:
     )
 
 
-class ShardEngineStore(ExecutionStore, DomainStore, Protocol):
-    """What a shard's apply loop reads and writes: its runs (one fenced write per batch), and
-    domains, which a decision naming another domain's task list must find."""
+# What a command does to the batch: awaited per command, returns the reply values (a dict)
+# or raises ServiceError (`engine.history.handlers.dispatch`).
+Handler = Callable[["ShardEngine", Batch, Command], object]
 
 
 class ShardEngine:
     def __init__(
         self,
-        shard_id: int,
-        range_id: int,
+        shard: ShardContext,
         applied_offset: int,
         store: ShardEngineStore,
         clock: Clock,
         allowed_search_attributes: frozenset[str],
+        handle: Handler,
         cache_size: int = 10_000,
     ) -> None:
-        self.shard_id = shard_id
-        self.range_id = range_id
+        self.shard = shard
+        self.shard_id = shard.shard_id
         self.applied_offset = applied_offset
         self.store = store
         self.clock = clock
         self.allowed_search_attributes = allowed_search_attributes
-        self._task_seq = 0
+        self.handle = handle
         self._cache: OrderedDict[RunKey, MutableState] = OrderedDict()
         self._currents: OrderedDict[WorkflowKey, CurrentRun | None] = OrderedDict()
         # The encoded state of recently written runs exactly as the store holds it: what a
@@ -101,7 +99,7 @@ class ShardEngine:
         # also carry a batch's changes before its write is durable).
         self._durable: OrderedDict[RunKey, bytes] = OrderedDict()
         self._cache_size = cache_size
-        self.log = log.bind(shard_id=shard_id, range_id=range_id)
+        self.log = log.bind(shard_id=shard.shard_id, range_id=shard.range_id)
         # Offsets of failed commands whose traceback is in the log: a batch written again
         # (another command in it was refused by the store) applies them again.
         self._reported: set[int] = set()
@@ -109,13 +107,8 @@ class ShardEngine:
     def resume(self, range_id: int) -> None:
         """Carry on under a new fencing token (the shard was re-acquired by this process and
         nobody else wrote in between, so the cached runs are still the truth)."""
-        self.range_id = range_id
-        self._task_seq = 0
+        self.shard.renew(range_id)
         self.log = log.bind(shard_id=self.shard_id, range_id=range_id)
-
-    def next_task_id(self) -> int:
-        self._task_seq += 1
-        return (self.range_id << TASK_ID_BITS) + self._task_seq
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -147,17 +140,13 @@ class ShardEngine:
     # -- applying ----------------------------------------------------------------------------
 
     async def apply_batch(
-        self,
-        records: Sequence[Record],
-        handle: Callable[[ShardEngine, Batch, Command], object],
-        outbox_ack: int | None = None,
+        self, records: Sequence[Record], outbox_ack: int | None = None
     ) -> BatchResult:
-        """Apply records in order and write them in one store write.
+        """Apply records in order with the engine's handler and write them in one store write.
 
-        `handle(engine, batch, command)` is awaited per command and returns the reply values
-        (a dict) or raises ServiceError. Raises if the write fails (the cache is dropped then).
+        Raises if the write fails (the cache is dropped then).
         """
-        batch = Batch(self.shard_id, self.range_id, self.next_task_id)
+        batch = Batch(self.shard_id, self.shard.range_id, self.shard.next_task_id)
         result = BatchResult(next_offset=self.applied_offset)
         for record in records:
             if record.offset < self.applied_offset:
@@ -170,7 +159,7 @@ class ShardEngine:
                 continue
             batch.begin()
             try:
-                values = await handle(self, batch, cmd)  # type: ignore[misc]
+                values = await self.handle(self, batch, cmd)  # type: ignore[misc]
                 reply = Reply(key=cmd.reply_key, values=values or {})
             except ServiceError as err:
                 batch.rollback()
@@ -190,7 +179,7 @@ class ShardEngine:
                 except Exception:  # noqa: BLE001  (logged by _report)
                     batch.rollback()
                     self._report("command_unstorable", record.offset, cmd)
-                    reply = error_reply(cmd, BadRequestError(UNSTORABLE_MESSAGE))
+                    reply = self.unstorable_reply(cmd)
             result.replies.append((cmd, reply))
         if result.next_offset == self.applied_offset and outbox_ack is None:
             return result
@@ -225,6 +214,10 @@ class ShardEngine:
         result.transfer = batch.transfer
         result.timers = batch.timers
         return result
+
+    def unstorable_reply(self, cmd: Command) -> Reply:
+        """The answer to a command whose changes the store cannot hold (it is skipped)."""
+        return error_reply(cmd, BadRequestError(UNSTORABLE_MESSAGE))
 
     def _report(self, event: str, offset: int, cmd: Command) -> None:
         """Log the exception being handled, with its traceback, once per command."""

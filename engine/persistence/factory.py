@@ -1,17 +1,18 @@
-"""Pick the store backend by URL; backends are imported only when their scheme is asked for.
+"""Pick the store backend by URL; backends are imported only when their scheme is asked for
+(the shape all three backend factories share: `engine.backends`).
 
     sqlite:///relative/path.db   sqlite:////absolute/path.db   sqlite:// (in memory)
-    cassandra://host1,host2/keyspace
-
-Nothing registers at import time, so `cadenza dev` never imports the Cassandra driver.
+    cassandra://host1,host2/keyspace   (the distributed extra)
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import cast
 
+from engine.backends import BackendUrlError, import_backend, unsupported, url_scheme
 from engine.persistence.protocols import Store
+
+ROLE = "persistence"
 
 
 def sqlite_path(url: str) -> str:
@@ -19,7 +20,7 @@ def sqlite_path(url: str) -> str:
     if url in ("sqlite://", "sqlite:///:memory:"):
         return ":memory:"
     if not url.startswith("sqlite:///") or url == "sqlite:///":
-        raise ValueError(f"invalid sqlite url {url!r}: expected sqlite:///path/to/file.db")
+        raise BackendUrlError(f"invalid sqlite url {url!r}: expected sqlite:///path/to/file.db")
     return url[len("sqlite:///") :]
 
 
@@ -27,22 +28,14 @@ def open_store(url: str) -> Store:
     """A store for `url`, not yet started: call `await store.start()` before use.
 
     Raises:
-        ValueError: the URL names no known backend, or its backend is not installed.
+        BackendUrlError: the URL names no known backend, or its backend is not installed.
     """
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    scheme = url_scheme(url)
     if scheme == "sqlite":
         from engine.persistence.sqlite.store import SqliteStore
 
         return SqliteStore(sqlite_path(url))
     if scheme == "cassandra":
-        # By name, so neither mypy nor the import system needs the distributed extra here.
-        try:
-            module = importlib.import_module("engine.persistence.cassandra.store")
-        except ImportError as exc:
-            raise ValueError(
-                f"persistence url {url!r}: the cassandra backend is not available ({exc})"
-            ) from exc
+        module = import_backend(ROLE, url, "engine.persistence.cassandra.store")
         return cast(Store, module.CassandraStore(url))
-    raise ValueError(
-        f"unsupported persistence url {url!r}: expected sqlite:///path or cassandra://hosts/keyspace"
-    )
+    raise unsupported(ROLE, url, "sqlite:///path or cassandra://hosts/keyspace")

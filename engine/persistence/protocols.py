@@ -350,6 +350,11 @@ class VisibilityStore(Protocol):
     ) -> VisibilityRecord | None: ...
 
 
+class ShardEngineStore(ExecutionStore, DomainStore, Protocol):
+    """What a shard's apply loop reads and writes: its runs (one fenced write per batch), and
+    domains, which a decision naming another domain's task list must find."""
+
+
 class Store(
     ClusterStore,
     ShardStore,

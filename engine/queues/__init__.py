@@ -1,4 +1,5 @@
-"""Partitioned logs: the shard command log and the transfer/timer task topics."""
+"""Partitioned logs (the shard command log and the transfer/timer task topics) and the node
+channel between processes that the distributed log carries."""
 
 from engine.queues.protocols import LogConsumer, RebalanceListener, Record, TaskLog
 

@@ -1,22 +1,26 @@
-"""Pick the partitioned-log backend by URL; backends are imported only when asked for.
+"""Pick the partitioned-log backend, and the node channel it carries, by URL; backends are
+imported only when their scheme is asked for (the shape all three backend factories share:
+`engine.backends`).
 
-    memory://            InProcessTaskLog on the embedded store's SQLite file (durable)
+    memory://            InProcessTaskLog on the embedded store's SQLite file (durable);
+                         no node channel (one process)
     kafka://host:9092[,host:9092][/namespace]
-                         KafkaTaskLog (the distributed extra); the namespace prefixes
-                         its topic and group names
-
-Nothing registers at import time, so `cadenza dev` never imports aiokafka.
+                         KafkaTaskLog and KafkaNodeChannel (the distributed extra); the
+                         namespace prefixes its topic and group names
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import cast
 
-from engine.history.channel import NodeChannel
+from engine.backends import BackendUrlError, import_backend, unsupported, url_scheme
 from engine.persistence.protocols import Store
+from engine.queues.channel import NodeChannel
 from engine.queues.protocols import TaskLog
+
+ROLE = "queues"
+EXPECTED = "memory:// or kafka://host:port"
 
 
 def open_task_log(url: str, topics: Mapping[str, int], store: Store | None = None) -> TaskLog:
@@ -27,10 +31,10 @@ def open_task_log(url: str, topics: Mapping[str, int], store: Store | None = Non
     in-memory SQLite database: real semantics, but nothing survives the process.
 
     Raises:
-        ValueError: unknown scheme, a memory:// log with a non-SQLite store, or a backend that
-            is not installed.
+        BackendUrlError: unknown scheme, a memory:// log with a non-SQLite store, or a backend
+            that is not installed.
     """
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    scheme = url_scheme(url)
     if scheme == "memory":
         from engine.persistence.sqlite.store import SqliteStore
         from engine.queues.inprocess import InProcessTaskLog
@@ -38,35 +42,35 @@ def open_task_log(url: str, topics: Mapping[str, int], store: Store | None = Non
         if store is None:
             return InProcessTaskLog(":memory:", topics)
         if not isinstance(store, SqliteStore):
-            raise ValueError(
-                f"queues url {url!r}: the in-process log needs the sqlite store, "
+            raise BackendUrlError(
+                f"{ROLE} url {url!r}: the in-process log needs the sqlite store, "
                 f"got {type(store).__name__}"
             )
         return InProcessTaskLog(store, topics)
     if scheme == "kafka":
-        # By name, so neither mypy nor the import system needs the distributed extra here.
-        try:
-            module = importlib.import_module("engine.queues.kafka")
-        except ImportError as exc:
-            raise ValueError(
-                f"queues url {url!r}: the kafka backend is not available ({exc})"
-            ) from exc
+        module = import_backend(ROLE, url, "engine.queues.kafka")
         return cast(TaskLog, module.KafkaTaskLog(url, topics))
-    raise ValueError(f"unsupported queues url {url!r}: expected memory:// or kafka://host:port")
+    raise unsupported(ROLE, url, EXPECTED)
 
 
 def channel_topics(url: str) -> dict[str, int]:
     """Extra topics the log at `url` needs for its `NodeChannel` (none for the in-process log)."""
-    if url.partition("://")[0].lower() != "kafka":
+    scheme = url_scheme(url)
+    if scheme == "memory":
         return {}
-    module = importlib.import_module("engine.queues.kafka_channel")
-    return dict(module.CHANNEL_TOPICS)
+    if scheme == "kafka":
+        module = import_backend(ROLE, url, "engine.queues.kafka_channel")
+        return dict(module.CHANNEL_TOPICS)
+    raise unsupported(ROLE, url, EXPECTED)
 
 
-def open_node_channel(task_log: TaskLog, node_id: str) -> NodeChannel | None:
-    """The channel to other processes for a distributed log; None for the in-process log,
-    whose processes are alone (replies and change notices stay in memory)."""
-    if type(task_log).__name__ != "KafkaTaskLog":
+def open_node_channel(url: str, task_log: TaskLog, node_id: str) -> NodeChannel | None:
+    """The channel to other processes over the log `task_log` opened for `url`: None for the
+    in-process log, whose process is alone (replies and change notices stay in memory)."""
+    scheme = url_scheme(url)
+    if scheme == "memory":
         return None
-    module = importlib.import_module("engine.queues.kafka_channel")
-    return cast(NodeChannel, module.KafkaNodeChannel(task_log, node_id))
+    if scheme == "kafka":
+        module = import_backend(ROLE, url, "engine.queues.kafka_channel")
+        return cast(NodeChannel, module.KafkaNodeChannel(task_log, node_id))
+    raise unsupported(ROLE, url, EXPECTED)

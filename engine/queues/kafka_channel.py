@@ -12,7 +12,7 @@ The `NodeChannel` of distributed mode, on two topics of the cluster's `KafkaTask
 
 Sending is fire and forget: messages go to a queue that one task drains into `produce`, so a
 slow or unreachable broker never stalls a shard's apply loop. When the queue is full the oldest
-messages are dropped (their callers time out and retry; see `engine.history.channel`).
+messages are dropped (their callers time out and retry; see `engine.queues.channel`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from engine.history.channel import ChangesHandler, ReplyHandler, RunChange
 from engine.ids import shard_for
 from engine.model.commands import Reply
+from engine.queues.channel import ChangesHandler, ReplyHandler, RunChange
 from engine.queues.kafka import KafkaTaskLog
 
 log = structlog.get_logger(__name__)

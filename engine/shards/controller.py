@@ -1,6 +1,8 @@
 """ShardController: owns the shards whose command partitions the consumer group gives it.
 
-On assign it acquires each shard in the store (bumping range_id: the fencing token), seeks
+On assign it acquires each shard in the store (bumping range_id: the fencing token, held with
+the shard's task-id range in its `ShardContext`), creates the shard's engine through the
+`EngineFactory` it was given (`engine.shards.applier`), seeks
 past commands already applied, republishes unacknowledged outbox tasks and asks every open run
 to re-dispatch its pending tasks (a matching backlog may have been lost), unless the shard
 comes straight back to this process after a rebalance, untouched by anyone else. On revoke it stops
@@ -21,18 +23,23 @@ from typing import Protocol
 
 import structlog
 
-from engine.clock import Clock
-from engine.errors import BadRequestError, ShardOwnershipLostError
-from engine.history.batch import RunKey, WorkflowKey
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, ReplySink
-from engine.history.engine import UNSTORABLE_MESSAGE, ShardEngine, ShardEngineStore, error_reply
-from engine.history.handlers import dispatch
-from engine.history.watch import RunWatcher
+from engine.errors import ShardOwnershipLostError
 from engine.model.commands import decode_command, encode_command, refresh_tasks
 from engine.model.tasks import TimerTask, TransferTask, encode_task
-from engine.persistence.protocols import CurrentRun, OutboxTask, ShardStore, ShardWrite
+from engine.persistence.protocols import (
+    CurrentRun,
+    OutboxTask,
+    ShardEngineStore,
+    ShardStore,
+    ShardWrite,
+)
 from engine.queues.protocols import LogConsumer, Record, TaskLog
 from engine.queues.recovery import BatchRecovery
+from engine.routing.bus import ReplySink
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
+from engine.routing.watch import RunWatcher
+from engine.shards.applier import EngineFactory, ShardApplier
+from engine.shards.context import ShardContext
 
 log = structlog.get_logger(__name__)
 
@@ -63,9 +70,8 @@ class ShardController:
         store: ShardOwnerStore,
         task_log: TaskLog,
         replies: ReplySink,
-        clock: Clock,
         node_id: str,
-        allowed_search_attributes: frozenset[str],
+        engines: EngineFactory,
         watcher: RunWatcher | None = None,
         max_batch: int = 500,
         max_batch_bytes: int = 4 * 1024 * 1024,
@@ -75,11 +81,10 @@ class ShardController:
         self.store = store
         self.log = task_log
         self.replies = replies
-        self.clock = clock
         self.node_id = node_id
-        self.allowed_search_attributes = allowed_search_attributes
+        self.new_engine = engines
         self.max_batch = max_batch
-        self.engines: dict[int, ShardEngine] = {}
+        self.engines: dict[int, ShardApplier] = {}
         self._loops: dict[int, asyncio.Task[None]] = {}
         self._consumer: LogConsumer | None = None
         self._pending_ack: dict[int, int | None] = {}
@@ -87,7 +92,7 @@ class ShardController:
         # failed): the outbox ack must not move past them until they are published again.
         self._unpublished: set[int] = set()
         # Engines of revoked shards, kept in case the next assignment gives them back.
-        self._parked: dict[int, ShardEngine] = {}
+        self._parked: dict[int, ShardApplier] = {}
 
     async def start(self) -> None:
         self._consumer = self.log.consumer(COMMAND_TOPIC, "cadenza-history", self)
@@ -100,15 +105,15 @@ class ShardController:
 
     # -- LocalState: what a frontend in this process may read without the store ----------
 
-    def run_state(self, shard_id: int, key: RunKey) -> bytes | None:
+    def run_state(self, shard_id: int, key: tuple[str, str, str]) -> bytes | None:
         engine = self.engines.get(shard_id)
         return engine.durable_state(key) if engine is not None else None
 
-    def known_closed(self, shard_id: int, key: RunKey) -> bool:
+    def known_closed(self, shard_id: int, key: tuple[str, str, str]) -> bool:
         engine = self.engines.get(shard_id)
         return engine is not None and engine.known_closed(key)
 
-    def current_run(self, shard_id: int, wkey: WorkflowKey) -> tuple[bool, CurrentRun | None]:
+    def current_run(self, shard_id: int, wkey: tuple[str, str]) -> tuple[bool, CurrentRun | None]:
         engine = self.engines.get(shard_id)
         return engine.durable_current(wkey) if engine is not None else (False, None)
 
@@ -154,7 +159,7 @@ class ShardController:
         # nothing was applied since), keep its cached runs and skip the task refresh.
         resumed = (
             parked is not None
-            and info.range_id == parked.range_id + 1
+            and info.range_id == parked.shard.range_id + 1
             and info.applied_offset == parked.applied_offset
         )
         if resumed:
@@ -162,14 +167,7 @@ class ShardController:
             engine = parked
             engine.resume(info.range_id)
         else:
-            engine = ShardEngine(
-                shard_id,
-                info.range_id,
-                info.applied_offset,
-                self.store,
-                self.clock,
-                self.allowed_search_attributes,
-            )
+            engine = self.new_engine(ShardContext(shard_id, info.range_id), info.applied_offset)
         self.engines[shard_id] = engine
         committed = await self._consumer.committed(shard_id)
         self._consumer.seek(shard_id, max(committed, info.applied_offset))
@@ -209,7 +207,7 @@ class ShardController:
 
     # -- the apply loop --------------------------------------------------------------------------
 
-    async def _run(self, shard_id: int, engine: ShardEngine) -> None:
+    async def _run(self, shard_id: int, engine: ShardApplier) -> None:
         assert self._consumer is not None
         consumer = self._consumer
         last_commit = time.monotonic()
@@ -224,7 +222,7 @@ class ShardController:
                     # Before anything else: later batches would move the outbox ack past
                     # the tasks a failed publish left behind, and they would be lost.
                     info = await self.store.get_shard(shard_id)
-                    if info is not None and info.range_id != engine.range_id:
+                    if info is not None and info.range_id != engine.shard.range_id:
                         raise ShardOwnershipLostError(shard_id)
                     if info is not None and info.applied_offset > engine.applied_offset:
                         # A write whose outcome was unknown (a timeout) did land: go on
@@ -249,7 +247,7 @@ class ShardController:
                         committed_offset = engine.applied_offset
                     continue
                 pending = [r for r in records if r.offset >= engine.applied_offset]
-                result = await engine.apply_batch(records, dispatch, outbox_ack=ack)
+                result = await engine.apply_batch(records, outbox_ack=ack)
                 written = True
                 self._pending_ack[shard_id] = None
                 # The write is durable and its tasks sit in the outbox, so callers can have
@@ -275,7 +273,9 @@ class ShardController:
             except asyncio.CancelledError:
                 raise
             except ShardOwnershipLostError:
-                log.warning("shard_ownership_lost", shard_id=shard_id, range_id=engine.range_id)
+                log.warning(
+                    "shard_ownership_lost", shard_id=shard_id, range_id=engine.shard.range_id
+                )
                 self.engines.pop(shard_id, None)
                 self._parked.pop(shard_id, None)
                 self._loops.pop(shard_id, None)
@@ -317,11 +317,13 @@ class ShardController:
         await asyncio.sleep(seconds)
 
     async def _skip(
-        self, shard_id: int, engine: ShardEngine, record: Record, exc: Exception
+        self, shard_id: int, engine: ShardApplier, record: Record, exc: Exception
     ) -> None:
         """Answer a command the store keeps refusing with an error and move past it."""
         offset = max(engine.applied_offset, record.offset + 1)
-        await self.store.write_shard(ShardWrite(shard_id, engine.range_id, applied_offset=offset))
+        await self.store.write_shard(
+            ShardWrite(shard_id, engine.shard.range_id, applied_offset=offset)
+        )
         engine.applied_offset = offset
         cmd = decode_command(record.value)
         # The only traceback of this failure in the log; the caller hears nothing of it.
@@ -334,9 +336,7 @@ class ShardController:
             exc_info=exc,
         )
         if cmd.reply_to:
-            await self.replies.send_reply(
-                cmd.reply_to, error_reply(cmd, BadRequestError(UNSTORABLE_MESSAGE))
-            )
+            await self.replies.send_reply(cmd.reply_to, engine.unstorable_reply(cmd))
 
     async def _publish(
         self, shard_id: int, transfer: Sequence[TransferTask], timers: Sequence[TimerTask]

@@ -22,13 +22,13 @@ from collections.abc import Sequence
 import structlog
 
 from engine.clock import Clock
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC
 from engine.history.views import LocalState
 from engine.model.commands import Command, CommandKind, encode_command
 from engine.model.tasks import TimerKind, decode_timer
 from engine.persistence.protocols import TimerRow, TimerStore
 from engine.queues.protocols import Record, TaskLog
 from engine.queues.workers import PartitionWorkers
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC
 
 log = structlog.get_logger(__name__)
 

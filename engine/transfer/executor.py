@@ -18,12 +18,12 @@ from engine.errors import (
     EntityNotExistsError,
     WorkflowExecutionAlreadyStartedError,
 )
-from engine.history.bus import CommandBus
 from engine.history.reader import RunReader
 from engine.matching.protocols import TaskMatcher, TaskType
 from engine.model.commands import Command, CommandKind
 from engine.model.state import ExternalRequestInfo, MutableState
 from engine.model.tasks import DispatchTask, TransferKind, TransferTask, encode_dispatch
+from engine.routing.bus import CommandBus
 
 log = structlog.get_logger(__name__)
 

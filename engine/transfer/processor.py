@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import structlog
 
 from engine.errors import EngineError, can_pass
-from engine.history.bus import TRANSFER_TOPIC
 from engine.model.tasks import TransferTask, decode_transfer
 from engine.queues.protocols import Record, TaskLog
 from engine.queues.workers import PartitionWorkers
+from engine.routing.topics import TRANSFER_TOPIC
 from engine.transfer.executor import TransferExecutor
 
 log = structlog.get_logger(__name__)

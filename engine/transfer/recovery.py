@@ -16,10 +16,10 @@ from collections.abc import Callable
 import structlog
 
 from engine.errors import EngineError
-from engine.history.bus import CommandBus
 from engine.matching.protocols import TaskMatcher
 from engine.model.commands import refresh_tasks
 from engine.persistence.protocols import ExecutionStore
+from engine.routing.bus import CommandBus
 
 log = structlog.get_logger(__name__)
 

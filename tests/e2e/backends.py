@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import EngineConfig
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
 
 BACKENDS = os.environ.get("CADENZA_E2E_BACKENDS", "embedded")
 if BACKENDS not in ("embedded", "distributed"):

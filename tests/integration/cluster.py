@@ -35,7 +35,7 @@ from typing import IO, Any
 from cadence import Client
 from cadence.api.v1 import service_domain_pb2
 
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_CLUSTER = REPO / "deploy" / "local-cluster"

@@ -19,9 +19,9 @@ from cadence.api.v1 import decision_pb2
 
 from engine.clock import ManualClock
 from engine.errors import PersistenceError
-from engine.history.bus import COMMAND_TOPIC
 from engine.ids import shard_for
 from engine.queues.inprocess import InProcessTaskLog
+from engine.routing.topics import COMMAND_TOPIC
 from engine.server import Server
 from tests.e2e.harness import (
     DOMAIN,

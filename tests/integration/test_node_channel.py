@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.history.bus import COMMAND_TOPIC, CommandBus
-from engine.history.channel import RunChange
-from engine.history.watch import RunWatcher
 from engine.model.commands import Command, CommandKind, Reply, decode_command
+from engine.queues.channel import RunChange
 from engine.queues.kafka import KafkaTaskLog
 from engine.queues.kafka_channel import CHANNEL_TOPICS, KafkaNodeChannel, reply_partition
+from engine.routing.bus import CommandBus
+from engine.routing.topics import COMMAND_TOPIC
+from engine.routing.watch import RunWatcher
 
 KAFKA = f"127.0.0.1:{os.environ.get('LOCAL_CLUSTER_KAFKA_PORT', '9092')}"
 

@@ -41,8 +41,7 @@ from engine.errors import (
 )
 from engine.execution.protos import MAX_DURATION_SECONDS
 from engine.history.batch import Batch
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC, CommandBus
-from engine.history.engine import FAILED_MESSAGE, UNSTORABLE_MESSAGE, ShardEngine
+from engine.history.engine import FAILED_MESSAGE, UNSTORABLE_MESSAGE, Handler, ShardEngine
 from engine.history.handlers import dispatch
 from engine.model.commands import Command, CommandKind, Reply, encode_command
 from engine.model.state import decode_state
@@ -50,6 +49,9 @@ from engine.persistence.protocols import ShardWrite
 from engine.persistence.sqlite.store import SqliteStore
 from engine.queues.inprocess import InProcessTaskLog
 from engine.queues.protocols import Record
+from engine.routing.bus import CommandBus
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC, TRANSFER_TOPIC
+from engine.shards.context import ShardContext
 from engine.shards.controller import ShardController
 
 POISON = "poison-wf"
@@ -130,14 +132,23 @@ class Shard:
 
 @asynccontextmanager
 async def shard(
-    path: Path, store_cls: type[SqliteStore] = SqliteStore, *, running: bool = True
+    path: Path,
+    store_cls: type[SqliteStore] = SqliteStore,
+    *,
+    running: bool = True,
+    handle: Handler = dispatch,
 ) -> AsyncIterator[Shard]:
     store = store_cls(str(path))
     await store.start()
     log = InProcessTaskLog(store, {COMMAND_TOPIC: 1, TRANSFER_TOPIC: 1, TIMER_TOPIC: 1})
     await log.start()
     bus = CommandBus(log, 1, "node", timeout=30)
-    controller = RecordingController(store, log, bus, ManualClock(), "node", frozenset())
+    clock = ManualClock()
+
+    def new_engine(ctx: ShardContext, applied_offset: int) -> ShardEngine:
+        return ShardEngine(ctx, applied_offset, store, clock, frozenset(), handle)
+
+    controller = RecordingController(store, log, bus, "node", new_engine)
     controller.pauses = []
     s = Shard(store, log, bus, controller)
     try:
@@ -210,9 +221,7 @@ async def _signal_names(store: SqliteStore, workflow_id: str) -> list[str]:
     ]
 
 
-async def test_a_command_that_always_fails_is_skipped_and_the_shard_goes_on(
-    tmp_path: Path,
-) -> None:
+async def test_a_command_that_always_fails_is_skipped_and_the_shard_goes_on(tmp_path: Path) -> None:
     async with shard(tmp_path / "c.db", PoisonStore) as s:
         poisoned = asyncio.ensure_future(s.bus.call(_start(POISON)))
         good = asyncio.ensure_future(s.bus.call(_start("good-wf")))
@@ -334,14 +343,11 @@ async def corrupting(engine: ShardEngine, batch: Batch, cmd: Command) -> dict[st
     return values
 
 
-async def test_an_unencodable_command_fails_alone_without_failing_its_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_an_unencodable_command_fails_alone_without_failing_its_batch(tmp_path: Path) -> None:
     """A start whose state cannot be encoded, amid healthy starts in one batch, written
     through the real SqliteStore: it is answered with a typed error and the batch's write
     does not fail at all."""
-    monkeypatch.setattr("engine.shards.controller.dispatch", corrupting)
-    async with shard(tmp_path / "c.db", PoisonStore, running=False) as s:
+    async with shard(tmp_path / "c.db", PoisonStore, running=False, handle=corrupting) as s:
         cmds = [_start(f"good-{i}") for i in range(10)]
         cmds[4] = _start(UNENCODABLE)
         replies = s.submit(cmds)
@@ -355,14 +361,11 @@ async def test_an_unencodable_command_fails_alone_without_failing_its_batch(
         assert await s.store.get_current_run(0, "domain-id", UNENCODABLE) is None
 
 
-async def test_a_timer_past_int64_is_refused_before_it_reaches_the_outbox(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_timer_past_int64_is_refused_before_it_reaches_the_outbox(tmp_path: Path) -> None:
     """A timer whose deadline encodes (below 2**64 ns) but is past int64 would reach the
     outbox, and no store's timer index can hold it (a 280-year timeout did that before times
     were clamped). It is refused with its command, and nothing of it is stored."""
-    monkeypatch.setattr("engine.shards.controller.dispatch", corrupting)
-    async with shard(tmp_path / "c.db", PoisonStore, running=False) as s:
+    async with shard(tmp_path / "c.db", PoisonStore, running=False, handle=corrupting) as s:
         cmds = [_start("good-0"), _start(FAR_TIMER), _start("good-1")]
         replies = s.submit(cmds)
         await s.put(cmds)
@@ -415,11 +418,16 @@ async def test_a_command_whose_handler_crashes_hears_no_internals(tmp_path: Path
         records = [Record(COMMAND_TOPIC, 0, i, encode_command(cmd)) for i, cmd in enumerate(cmds)]
         with structlog.testing.capture_logs() as logs:
             engine = ShardEngine(
-                0, info.range_id, info.applied_offset, store, ManualClock(), frozenset()
+                ShardContext(0, info.range_id),
+                info.applied_offset,
+                store,
+                ManualClock(),
+                frozenset(),
+                handle,
             )
             with pytest.raises(ConditionFailedError):
-                await engine.apply_batch(records, handle)
-            result = await engine.apply_batch(records[:2], handle)
+                await engine.apply_batch(records)
+            result = await engine.apply_batch(records[:2])
         good, crash = (reply for _, reply in result.replies)
         assert good.ok
         err = _outcome(crash)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.history.bus import COMMAND_TOPIC
+from engine.routing.topics import COMMAND_TOPIC
 from tests.integration.cluster import (
     CLI,
     ENV,

@@ -8,11 +8,11 @@ import asyncio
 from pathlib import Path
 
 from engine.clock import ManualClock
-from engine.history.bus import COMMAND_TOPIC, TIMER_TOPIC
 from engine.model.tasks import TimerKind, TimerTask, encode_task
 from engine.persistence.protocols import TimerRow
 from engine.persistence.sqlite.store import SqliteStore
 from engine.queues.inprocess import InProcessTaskLog
+from engine.routing.topics import COMMAND_TOPIC, TIMER_TOPIC
 from engine.timer.processor import _Gate
 
 

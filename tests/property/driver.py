@@ -2,7 +2,7 @@
 
 Commands are built as the frontend builds them (engine/frontend/workflow.py, worker.py), encoded
 with `encode_command` and appended to an in-memory command log (offset = index). `deliver`
-hands a slice of that log to `ShardEngine.apply_batch(records, dispatch)` (one group commit),
+hands a slice of that log to `ShardEngine.apply_batch(records)` (one group commit),
 optionally rewound to re-deliver records below the applied offset, which the engine must skip.
 What a batch produces is collected like matching and the timer processor would see it: decision
 and activity dispatch tasks, timer tasks, other transfer tasks, and the replies (keyed by offset).
@@ -38,6 +38,7 @@ from engine.model.state import EMPTY_EVENT_ID, MutableState, decode_state, encod
 from engine.model.tasks import TimerTask, TransferKind, TransferTask
 from engine.persistence.sqlite.store import SqliteStore
 from engine.queues.protocols import Record
+from engine.shards.context import ShardContext
 
 DOMAIN_ID = "d0000000-0000-4000-8000-000000000000"
 DOMAIN = "prop-domain"
@@ -185,7 +186,12 @@ class ShardDriver:
 
     def _engine(self, range_id: int, applied_offset: int) -> ShardEngine:
         return ShardEngine(
-            SHARD_ID, range_id, applied_offset, self.store, self.clock, ALLOWED_SEARCH_ATTRIBUTES
+            ShardContext(SHARD_ID, range_id),
+            applied_offset,
+            self.store,
+            self.clock,
+            ALLOWED_SEARCH_ATTRIBUTES,
+            dispatch,
         )
 
     @property
@@ -230,7 +236,7 @@ class ShardDriver:
         self.script.append(Step("deliver", start=start, end=end))
         before = self.engine.applied_offset
         records = [Record(TOPIC, SHARD_ID, off, self.log[off]) for off in range(start, end)]
-        result = await self.engine.apply_batch(records, dispatch)
+        result = await self.engine.apply_batch(records)
         self.position = max(self.position, end)
         # Exactly once: the records below the applied offset are skipped, every other one is
         # applied and answered once, in log order.
@@ -264,14 +270,14 @@ class ShardDriver:
         self.script.append(Step("restart"))
         old = self.engine
         info = await self.store.acquire_shard(SHARD_ID, "driver")
-        assert info.range_id == old.range_id + 1
+        assert info.range_id == old.shard.range_id + 1
         assert info.applied_offset == old.applied_offset
         if old.applied_offset < len(self.log):
             # A stale owner's group commit fails whole and changes nothing.
             off = old.applied_offset
             rec = Record(TOPIC, SHARD_ID, off, self.log[off])
             try:
-                await old.apply_batch([rec], dispatch)
+                await old.apply_batch([rec])
             except ShardOwnershipLostError:
                 pass
             else:

@@ -14,14 +14,11 @@ import secrets
 from typing import Any, Protocol
 
 from engine.errors import ServiceBusyError, error_from_kind
-from engine.history.channel import NodeChannel
 from engine.ids import shard_for
 from engine.model.commands import Command, Reply, encode_command
+from engine.queues.channel import NodeChannel
 from engine.queues.protocols import TaskLog
-
-COMMAND_TOPIC = "cadenza-commands"
-TRANSFER_TOPIC = "cadenza-transfer"
-TIMER_TOPIC = "cadenza-timer"
+from engine.routing.topics import COMMAND_TOPIC
 
 
 class ReplySink(Protocol):

@@ -9,6 +9,10 @@ wake at once instead of on their periodic re-check.
 Both kinds of message are best effort: a lost reply makes its caller time out and retry with
 the same request id (the shard dedupes it), and a lost change only delays a long poll until
 its re-check. Embedded mode runs one process and needs no channel.
+
+The channel is carried by the cluster's log backend and chosen with its URL
+(`engine.queues.factory.open_node_channel`), so its protocol lives here with `TaskLog`'s; the
+caller side that uses it (`engine.routing`) sits above this package.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Sequence
 
-from engine.history.channel import NodeChannel, RunChange, RunKey
+from engine.queues.channel import NodeChannel, RunChange, RunKey
 
 Until = Callable[[RunChange], bool]
 
